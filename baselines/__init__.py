@@ -1,0 +1,1 @@
+"""Fingerprinting methods of the literature, one module per method (see fpbench.registry)."""

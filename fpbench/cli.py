@@ -1,0 +1,23 @@
+"""The ``fpbench`` console script: ``fpbench run|zoo|verify|tables|transfer ...`` dispatches to modules."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "run": "fpbench.run:cli",
+    "zoo": "fpbench.zoo.__main__:cli",
+    "verify": "fpbench.verify:cli",
+    "tables": "fpbench.report.__main__:cli",
+    "transfer": "fpbench.transfer.__main__:cli",
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        print(f"usage: fpbench {{{'|'.join(COMMANDS)}}} [hydra overrides ...]", file=sys.stderr)
+        sys.exit(2)
+    command = sys.argv.pop(1)
+    module_name, attr = COMMANDS[command].split(":")
+    getattr(importlib.import_module(module_name), attr)()

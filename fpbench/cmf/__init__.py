@@ -1,0 +1,1 @@
+"""The seed paper's CrossModalFingerprinter, SignatureExtractor and their helpers."""

@@ -1,0 +1,32 @@
+"""Reading the Hydra config groups outside Hydra (chains name other transforms; checks list options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from fpbench.registry import UnknownName, unknown_name_message
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUP_KIND = {"method": "method", "transform": "transform", "zoo": "zoo", "experiment": "experiment"}
+
+
+def list_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_option(group: str, name: str) -> None:
+    valid = list_options(group)
+    if name not in valid:
+        raise UnknownName(unknown_name_message(GROUP_KIND.get(group, group), name, valid))
+
+
+def load_option(group: str, name: str) -> dict[str, Any]:
+    """The resolved contents of ``conf/<group>/<name>.yaml`` as a plain dict."""
+    check_option(group, name)
+    cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return out

@@ -1,0 +1,106 @@
+"""One training loop for every model fpbench trains (roots, fine-tunes, distillation, adversarial training).
+
+A ``loss_fn(model, x, y) -> loss`` hook lets a transform change the objective without a second loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from fpbench.data import ImageSet
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    optimizer: str = "sgd"  # "sgd" | "adamw"
+    warmup_steps: int = 0
+    max_steps: int = 100_000  # hard bound a config cannot exceed (resource safety)
+
+    def __post_init__(self) -> None:
+        from fpbench.api import require
+
+        require(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        require(self.steps <= self.max_steps, "steps", f"must be <= {self.max_steps}, got {self.steps}")
+        require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+
+
+def _make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def train(
+    model: nn.Module,
+    data: ImageSet,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    loss_fn: LossFn = cross_entropy_loss,
+    desc: str = "train",
+    progress: bool = True,
+    params: Iterable[nn.Parameter] | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place for ``cfg.steps`` steps of shuffled mini-batches; returns the last loss."""
+    model.to(device).train()
+    opt = _make_optimizer(params if params is not None else model.parameters(), cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * 0.5 * (1 + math.cos(math.pi * s / max(1, cfg.steps)))
+    )
+    gen = torch.Generator().manual_seed(seed)
+    step, last = 0, float("nan")
+    bar = tqdm(total=cfg.steps, desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    while step < cfg.steps:
+        for x, y in data.batches(cfg.batch_size, shuffle=True, generator=gen, device=device):
+            if step >= cfg.steps:
+                break
+            loss = loss_fn(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            last = float(loss.detach())
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{last:.3f}")
+    bar.close()
+    model.eval()
+    return {"final_loss": last, "steps": float(step)}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in batches (x already on the model's device)."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 512) -> float:
+    model.eval()
+    correct = 0
+    for x, y in data.batches(batch_size, device=device):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(1, len(data))

@@ -1,0 +1,218 @@
+"""Build or load the zoo of one tier: roots (parents and independents alike), calibration roots, children.
+
+Every root is an owner: each gets its own children, and a child is a positive for its own root and
+a negative for every other root. Calibration roots are extra independents used only to calibrate
+thresholds; they are never scored in a cell. Keys hash everything that determines an artefact:
+    root  = (arch, data id, training config, seed)
+    child = (parent key, transform impl + version, resolved params, seed, data id)
+so a chain's steps share prefixes with the single transforms they repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fpbench.api import ModelSpec, NotApplicable, TransformContext
+from fpbench.config import load_option
+from fpbench.data import DataBundle, load_bundle
+from fpbench.models import build_module, count_parameters
+from fpbench.registry import transform_class
+from fpbench.subject import ModelSubject
+from fpbench.train import TrainConfig, accuracy, train
+from fpbench.utils import library_versions, seed_everything, stable_hash
+from fpbench.zoo.store import ArtefactStore, CorruptArtefact
+
+log = logging.getLogger(__name__)
+ROOT_VERSION = "1"
+
+
+@dataclass
+class ZooModel:
+    """One model of the zoo: where it came from and where it is stored."""
+
+    id: str
+    key: str
+    spec: ModelSpec
+    meta: dict[str, Any]
+    root_id: str
+    arch: str
+    parent_id: str | None = None
+    transform: str | None = None  # config name of the transform that made it (None for roots)
+    lineage: list[str] = field(default_factory=list)  # ids from the root down to this model
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.meta.get("info", {}).get("accuracy", float("nan")))
+
+
+def derive_seed(*parts: Any) -> int:
+    return int(stable_hash(list(parts), 8), 16) % (2**31)
+
+
+def transform_config(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
+    """A transform config dict (``name``, ``impl``, ``params``) from a config name or an inline dict."""
+    cfg = load_option("transform", name_or_cfg) if isinstance(name_or_cfg, str) else dict(name_or_cfg)
+    cfg.setdefault("params", {})
+    cfg.setdefault("impl", cfg.get("name"))
+    return cfg
+
+
+class Zoo:
+    def __init__(self, zoo_cfg: dict[str, Any], runs_dir: Path | str, device: torch.device, seed: int = 0,
+                 progress: bool = True) -> None:
+        self.cfg = zoo_cfg
+        self.name = zoo_cfg["name"]
+        self.device = device
+        self.seed = seed
+        self.progress = progress
+        self.store = ArtefactStore(Path(runs_dir) / "cache" / "zoo")
+        self.data: DataBundle = load_bundle(zoo_cfg["data"])
+        self._models: dict[str, ZooModel] = {}
+        self.built: list[str] = []  # keys built in this process (for benchmarks and logs)
+        self.rebuilt_corrupt: list[str] = []
+
+    # ---------------------------------------------------------------- roots
+    def root_entries(self, group: str = "roots") -> list[tuple[str, int]]:
+        return [(entry["arch"], int(s)) for entry in self.cfg.get(group, []) for s in entry["seeds"]]
+
+    def root_spec(self, arch: str) -> ModelSpec:
+        archs = self.cfg["archs"]
+        if arch not in archs:
+            from fpbench.api import ConfigError
+
+            raise ConfigError(f"zoo.{self.name}: unknown arch '{arch}'; archs: {', '.join(archs)}")
+        return ModelSpec(
+            arch=dict(archs[arch]), num_classes=self.data.num_classes, class_names=list(self.data.class_names),
+            input=self.data.input_spec(), data_id=self.data.id,
+        )
+
+    def root(self, arch: str, seed: int) -> ZooModel:
+        rid = f"{arch}-s{seed}"
+        if rid in self._models:
+            return self._models[rid]
+        spec = self.root_spec(arch)
+        train_cfg = dict(self.cfg["train"], **self.cfg["archs"][arch].get("train", {}))
+        key = stable_hash({"kind": "root", "v": ROOT_VERSION, "arch": spec.arch, "data": self.data.id,
+                           "train": train_cfg, "seed": seed})
+
+        def build() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+            seed_everything(seed)
+            model = build_module(spec)
+            stats = train(model, self.data.split("train_a"), TrainConfig(**train_cfg), seed=seed,
+                          device=self.device, desc=f"train {rid}", progress=self.progress)
+            info = {"accuracy": accuracy(model, self.data.split("test"), self.device), "params": count_parameters(model),
+                    **stats}
+            log.info("built root %s: accuracy %.3f", rid, info["accuracy"])
+            return self._meta(rid, spec, info, recipe={"kind": "root", "arch": arch, "seed": seed}), model.state_dict()
+
+        meta = self._get(key, build)
+        zm = ZooModel(id=rid, key=key, spec=spec, meta=meta, root_id=rid, arch=arch, lineage=[rid])
+        self._models[rid] = zm
+        return zm
+
+    def roots(self) -> list[ZooModel]:
+        return [self.root(a, s) for a, s in self.root_entries("roots")]
+
+    def calibration_roots(self) -> list[ZooModel]:
+        return [self.root(a, s) for a, s in self.root_entries("calibration")]
+
+    # ---------------------------------------------------------------- children
+    def child(self, parent: ZooModel, tcfg: dict[str, Any] | str) -> ZooModel:
+        """``T(parent)`` for a transform config (a chain applies its steps in order, each stored)."""
+        tcfg = transform_config(tcfg)
+        if tcfg["impl"] == "chain":
+            steps = tcfg["params"].get("steps") or []
+            if not steps:
+                from fpbench.api import ConfigError
+
+                raise ConfigError(f"transform '{tcfg['name']}': params.steps is empty; give at least one step")
+            node = parent
+            for step in steps:
+                node = self.child(node, step)
+            return self._alias(node, tcfg["name"], parent)
+        cid = f"{parent.id}/{tcfg['name']}"
+        if cid in self._models:
+            return self._models[cid]
+        cls = transform_class(tcfg["impl"])
+        transform = cls(tcfg["params"])
+        seed = derive_seed(self.seed, parent.root_id, tcfg["name"])
+        key = stable_hash({"kind": "child", "parent": parent.key, "impl": tcfg["impl"], "v": cls.version,
+                           "params": tcfg["params"], "seed": seed, "data": self.data.id})
+        cheap = bool(getattr(transform, "cheap", False))
+
+        def build() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+            result = self._apply(transform, parent, seed)
+            info = dict(result.info)
+            info.setdefault("accuracy", accuracy(result.model, self.data.split("test"), self.device))
+            info["parent_accuracy"] = parent.accuracy
+            meta = self._meta(cid, result.spec, info, recipe={"kind": "child", "parent_key": parent.key,
+                                                                "transform": tcfg, "seed": seed, "cheap": cheap})
+            return meta, (None if cheap else result.model.state_dict())
+
+        meta = self._get(key, build)
+        spec = ModelSpec.from_dict(meta["spec"])
+        zm = ZooModel(id=cid, key=key, spec=spec, meta=meta, root_id=parent.root_id, arch=parent.arch,
+                      parent_id=parent.id, transform=tcfg["name"], lineage=[*parent.lineage, cid])
+        self._models[cid] = zm
+        return zm
+
+    def _alias(self, node: ZooModel, name: str, root: ZooModel) -> ZooModel:
+        """A chain's result under the chain's own name (same artefact as its last step)."""
+        cid = f"{root.id}/{name}"
+        zm = ZooModel(id=cid, key=node.key, spec=node.spec, meta=node.meta, root_id=node.root_id, arch=node.arch,
+                      parent_id=node.parent_id, transform=name, lineage=node.lineage)
+        self._models[cid] = zm
+        return zm
+
+    def _apply(self, transform: Any, parent: ZooModel, seed: int) -> Any:
+        model = self.load_module(parent)
+        transform.check(parent.spec, model)
+        seed_everything(seed)
+        ctx = TransformContext(data=self.data, device=self.device, seed=seed, progress=self.progress)
+        return transform.apply(model, parent.spec, ctx)
+
+    # ---------------------------------------------------------------- loading
+    def load_module(self, zm: ZooModel) -> nn.Module:
+        meta, tensors = self.store.load(zm.key)
+        recipe = meta["recipe"]
+        if tensors is None:  # a cheap child stored as its recipe: re-apply it to the parent
+            parent = self._by_key(recipe["parent_key"])
+            tcfg = recipe["transform"]
+            transform = transform_class(tcfg["impl"])(tcfg["params"])
+            return self._apply(transform, parent, recipe["seed"]).model.to(self.device).eval()
+        model = build_module(ModelSpec.from_dict(meta["spec"]))
+        model.load_state_dict(tensors, strict=True)
+        return model.to(self.device).eval()
+
+    def _by_key(self, key: str) -> ZooModel:
+        for zm in self._models.values():
+            if zm.key == key:
+                return zm
+        raise KeyError(f"zoo model with key {key} is not loaded in this zoo")
+
+    def subject(self, zm: ZooModel) -> ModelSubject:
+        return ModelSubject(zm.id, self.load_module(zm), zm.spec, self.device)
+
+    def models(self) -> list[ZooModel]:
+        return list(self._models.values())
+
+    # ---------------------------------------------------------------- helpers
+    def _meta(self, mid: str, spec: ModelSpec, info: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+        return {"id": mid, "zoo": self.name, "spec": spec.to_dict(), "info": info, "recipe": recipe,
+                "versions": library_versions()}
+
+    def _get(self, key: str, build: Any) -> dict[str, Any]:
+        def corrupt(k: str, exc: CorruptArtefact) -> None:
+            log.warning("%s; rebuilding", exc)
+            self.rebuilt_corrupt.append(k)
+
+        meta, _, built = self.store.get_or_build(key, build, on_corrupt=corrupt)
+        if built:
+            self.built.append(key)
+        return meta

@@ -1,0 +1,15 @@
+"""The parent unchanged: a sanity cell where every positive is the owner's own model."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
+
+
+class Identity(Transform):
+    name = "identity"
+    cheap = True
+
+    def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
+        return TransformResult(model, spec, {})
