@@ -104,9 +104,8 @@ class ArtefactStore:
             try:
                 meta, tensors = self.load(key)
                 return meta, tensors, False
-            except CorruptArtefact as exc:
-                if on_corrupt:
-                    on_corrupt(key, exc)
+            except CorruptArtefact:
+                pass  # reported and rebuilt under the lock below
         with self.lock(key):
             if self.exists(key):  # another worker may have finished while we waited
                 try:

@@ -1,0 +1,55 @@
+# fpbench: every target installs what it needs (a venv in .venv, the project, the offline data packages).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fpbench-installed
+RUNS ?= runs
+ZOO ?= tiny
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup data run grid tables test test-slow bench transfer lint clean
+
+help:  ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+data:  ## install the offline datasets (Debian's Fashion-MNIST, fortunes) when missing
+	@bash scripts/setup_data.sh
+
+setup: $(STAMP) data  ## create .venv and install the project (torch from local disk)
+
+run: setup  ## the main job: build the tiny zoo, run the default grid, write tables and figures
+	$(PY) -m fpbench.run -m experiment=grid zoo=$(ZOO) runs_dir=$(RUNS) progress=false
+	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
+	@echo "tables and figures: $(RUNS)/tables/ (open $(RUNS)/tables/index.html)"
+
+grid: run  ## alias of run
+
+tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone
+	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
+	@echo "tables and figures: $(RUNS)/tables/"
+
+test: setup  ## the test suite (fast tests; `make test-slow` for the long ones)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-slow: setup  ## the slow tests only
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: setup  ## measure cold/warm grid time, build and verify times; writes BENCHMARKS.md
+	$(PY) scripts/bench.py --zoo $(ZOO)
+
+transfer: setup  ## fingerprint transfer (vision + language tracks); results feed `make tables`
+	$(PY) -m fpbench.transfer runs_dir=$(RUNS)
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check .
+
+clean:  ## remove outputs (keeps the venv)
+	rm -rf $(RUNS)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the offline datasets fpbench reads, from Debian's packages, when they are missing.
+# Fashion-MNIST (tiny zoo) and fortunes (language track of fingerprint transfer). Digits ship with scikit-learn.
+set -u
+need=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${FPBENCH_FASHION_MNIST:-}" ] || need+=(dataset-fashion-mnist)
+[ -d /usr/share/games/fortunes ] || need+=(fortunes fortunes-de)
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+if command -v apt-get >/dev/null 2>&1; then
+  echo "installing Debian packages: ${need[*]}"
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  if $sudo apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then exit 0; fi
+fi
+echo "warning: could not install ${need[*]}; the tiny zoo needs Fashion-MNIST:" >&2
+echo "  apt-get install dataset-fashion-mnist, or set FPBENCH_FASHION_MNIST to a folder with its four idx .gz files" >&2
+exit 0

@@ -1,0 +1,45 @@
+"""Metrics on hand-computed examples; calibration never looks at scored pairs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fpbench.metrics import calibrate_threshold, compute, tpr_at_fpr
+
+
+def test_hand_computed_cell() -> None:
+    labels = [1, 1, 1, 0, 0, 0]
+    scores = [0.9, 0.8, 0.2, 0.1, 0.3, 0.85]
+    m = compute(labels, scores, threshold=0.5)
+    assert m.tpr == 2 / 3 and m.fpr == 1 / 3
+    assert math.isclose(m.accuracy, 4 / 6)
+    # AUC: of 9 (pos, neg) pairs the positive wins 6 (0.9>all 3, 0.8>0.1,0.3, 0.2>0.1)
+    assert math.isclose(m.auc, 6 / 9)
+    assert math.isclose(m.mean_score, np.mean(scores))
+
+
+def test_tpr_at_1pct_fpr_is_conservative() -> None:
+    labels = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.5, 0.6, 0.1, 0.2])
+    assert tpr_at_fpr(labels, scores, 0.01) == 0.5  # only 0.9 is above every negative
+
+
+def test_nan_scores_are_counted_not_averaged() -> None:
+    m = compute([1, 0, 0], [float("nan"), 0.2, float("inf")], threshold=0.5)
+    assert m.invalid == 2
+    assert m.mean_score == 0.2
+    assert m.tpr == 0.0  # an invalid score never verifies
+
+
+def test_calibration_reaches_target_fpr_on_its_own_negatives() -> None:
+    rng = np.random.default_rng(0)
+    neg = rng.normal(size=1000)
+    t = calibrate_threshold(neg, 0.01)
+    assert (neg >= t).mean() <= 0.01
+    assert (neg >= t).mean() >= 0.009
+    # fewer negatives than 1/target: the threshold sits just above the largest one
+    small = [0.1, 0.4, 0.3]
+    t_small = calibrate_threshold(small, 0.01)
+    assert t_small > 0.4 and t_small - 0.4 < 1e-9
