@@ -7,7 +7,8 @@ Every model in fpbench takes images in [0, 1] and normalises them itself, expose
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import timm
 import torch

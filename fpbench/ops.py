@@ -5,7 +5,7 @@ Ground floor: every method and transform that needs these calls them here.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

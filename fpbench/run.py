@@ -20,19 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from fpbench import metrics as M
-from fpbench.api import FpbenchError, Fingerprint, Method, MethodContext, NotApplicable
+from fpbench.api import Fingerprint, FpbenchError, Method, MethodContext, NotApplicable
 from fpbench.config import check_option
 from fpbench.records import Record, cell_done, cell_path, read_cell, to_frame, write_cell
 from fpbench.registry import UnknownName, method_class
 from fpbench.subject import ModelSubject
 from fpbench.utils import configure_threads, git_commit, library_versions, resolve_device, stable_hash
 from fpbench.zoo.build import Zoo, ZooModel, transform_config
-from fpbench.zoo.store import ArtefactStore, CorruptArtefact
+from fpbench.zoo.store import ArtefactStore
 
 log = logging.getLogger("fpbench.run")
 RECORD_VERSION = "1"

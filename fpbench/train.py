@@ -6,8 +6,8 @@ A ``loss_fn(model, x, y) -> loss`` hook lets a transform change the objective wi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F

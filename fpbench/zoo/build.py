@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, NotApplicable, TransformContext
+from fpbench.api import ModelSpec, TransformContext
 from fpbench.config import load_option
 from fpbench.data import DataBundle, load_bundle
 from fpbench.models import build_module, count_parameters
