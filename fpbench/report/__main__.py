@@ -1,0 +1,81 @@
+"""``python -m fpbench.report [runs_dir=runs] [zoo=tiny] [target_fpr=0.01]``: regenerate every table and figure.
+
+Writes ``<runs_dir>/tables/``: table1/2/3 and the extended tables as .md, .csv and .tex, heatmap.png,
+panels.png and index.html. Reads only the records under ``<runs_dir>/records/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from fpbench.report import figures, html, tables
+from fpbench.report.extra import SECTIONS
+
+log = logging.getLogger("fpbench.report")
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> None:
+    df.to_csv(out_dir / f"{name}.csv", index=False)
+    (out_dir / f"{name}.md").write_text(df.to_markdown(index=False, floatfmt=".4f") + "\n")
+    (out_dir / f"{name}.tex").write_text(df.to_latex(index=False, float_format="%.4f", na_rep="--"))
+
+
+def lineage_rate(runs_dir: Path, zoo: str) -> float | None:
+    path = runs_dir / "records" / zoo / "_lineage" / "claims.parquet"
+    if not path.exists():
+        return None
+    claims = pd.read_parquet(path)
+    return float(claims["correct"].mean()) if len(claims) else None
+
+
+def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01) -> Path:
+    out = runs_dir / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    df = tables.load(runs_dir, zoo)
+    if df.empty:
+        raise SystemExit(f"error: no records under {runs_dir}/records/{zoo}; run cells first (make run)")
+    cells = tables.cell_table(df, target_fpr)
+    t1 = tables.table1(df, lineage_rate(runs_dir, zoo), target_fpr)
+    t2, t3 = tables.table2(df, target_fpr), tables.table3(df, target_fpr)
+    runtime = tables.runtime_table(df)
+    sections: list[tuple[str, pd.DataFrame | None, list[str]]] = []
+    for name, title, frame in (("table1", "Table I: overall performance", t1),
+                               ("table2", "Table II: performance by method", t2),
+                               ("table3", "Table III: performance by transformation", t3),
+                               ("cells", "Extended: every cell (AUC with 95% bootstrap CI, TPR@1%FPR, calibrated)",
+                                cells),
+                               ("runtime", "Method runtime", runtime)):
+        write_table(frame, out, name)
+        sections.append((title, frame, []))
+    sections.insert(3, ("Figures", None, [figures.heatmap(cells, out / "heatmap.png").name,
+                                          figures.panels(cells, out / "panels.png").name]))
+    for section in SECTIONS:
+        try:
+            frame = section.run(runs_dir, zoo, out)
+        except Exception as exc:  # one broken section must not hide the rest of the report
+            log.warning("section %s failed: %s", section.name, exc)
+            continue
+        if frame is None:
+            continue
+        write_table(frame, out, section.name)
+        sections.append((section.title, frame, [f for f in section.figures if (out / f).exists()]))
+    return html.render(sections, out / "index.html", f"fpbench report — zoo '{zoo}'")
+
+
+def cli() -> None:
+    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
+    unknown = set(args) - {"runs_dir", "zoo", "target_fpr"}
+    if unknown:
+        print(f"error: unknown option(s) {', '.join(sorted(unknown))}; valid: runs_dir, zoo, target_fpr", file=sys.stderr)
+        sys.exit(2)
+    runs_dir = Path(args.get("runs_dir", "runs"))
+    index = build_report(runs_dir, args.get("zoo", "tiny"), float(args.get("target_fpr", 0.01)))
+    print(f"tables and figures written to {index.parent}/ (open {index})")
+
+
+if __name__ == "__main__":
+    cli()

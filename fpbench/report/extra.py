@@ -1,0 +1,40 @@
+"""Extra report sections other parts of fpbench contribute (lineage, attacks, transfer, zoo effects).
+
+One pattern: append a ``Section`` to ``SECTIONS``. ``build(runs_dir, zoo)`` returns a DataFrame (or None when
+its records do not exist yet) and may write figures into ``out_dir``; the report renders it like Tables I-III.
+Builders are named "module:attr" and imported lazily, so a section never forces its module on the report.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    build: str  # "module:attr" of a function (runs_dir: Path, zoo: str, out_dir: Path) -> DataFrame | None
+    figures: list[str] = field(default_factory=list)  # file names the builder writes into out_dir
+
+    def run(self, runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
+        module_name, attr = self.build.split(":")
+        fn: Callable[[Path, str, Path], pd.DataFrame | None] = getattr(importlib.import_module(module_name), attr)
+        return fn(runs_dir, zoo, out_dir)
+
+
+def zoo_models(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
+    """Every zoo model's task accuracy next to its parent's, and what its transform did (from _models.parquet)."""
+    path = Path(runs_dir) / "records" / zoo / "_models.parquet"
+    return pd.read_parquet(path) if path.exists() else None
+
+
+SECTIONS: list[Section] = [
+    Section("transform_effects", "Transform effects on the models (accuracy before/after, sparsity, bits)",
+            "fpbench.report.extra:zoo_models"),
+]
