@@ -1,0 +1,57 @@
+"""The report on synthetic records: hand-computed metrics, calibration from calibration rows only, failed cells shown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from fpbench.records import Record, cell_path, to_frame, write_cell
+from fpbench.report.__main__ import build_report
+from fpbench.report.tables import cell_table, load, table1
+
+
+def _rec(method: str, transform: str, label: int, score: float, role: str = "pair", status: str = "ok",
+         error: str = "") -> Record:
+    return Record(zoo="syn", method=method, transform=transform, owner="o", suspect=f"s{score}", owner_arch="a",
+                  suspect_arch="a", label=label, score=score, threshold=0.5, decision=int(score >= 0.5),
+                  fingerprint_seconds=1.0, verify_seconds=0.01, owner_accuracy=0.9, suspect_accuracy=0.9, seed=0,
+                  config_hash="h", versions="{}", git_commit="x", role=role, status=status, error=error)
+
+
+def _write(runs: Path) -> None:
+    pairs = [_rec("m", "ft", 1, s) for s in (0.9, 0.8, 0.2)] + [_rec("m", "ft", 0, s) for s in (0.1, 0.3, 0.85)]
+    write_cell(cell_path(runs, "syn", "m", "ft"), to_frame(pairs))
+    cal = [_rec("m", "_calibration", 0, s, role="calibration") for s in (0.2, 0.4, 0.6)]
+    write_cell(cell_path(runs, "syn", "m", "_calibration"), to_frame(cal))
+    write_cell(cell_path(runs, "syn", "m", "boom"),
+               to_frame([_rec("m", "boom", -1, float("nan"), status="error", error="RuntimeError: boom\ntrace")]))
+    write_cell(cell_path(runs, "syn", "m", "lora"),
+               to_frame([_rec("m", "lora", -1, float("nan"), status="n/a", error="no Linear layer to adapt")]))
+
+
+def test_hand_computed_cell_and_calibration(tmp_path: Path) -> None:
+    _write(tmp_path)
+    cells = cell_table(load(tmp_path, "syn")).set_index("transform")
+    ft = cells.loc["ft"]
+    assert ft["tpr"] == 2 / 3 and ft["fpr"] == 1 / 3 and math.isclose(ft["auc"], 6 / 9)
+    # calibrated on the three calibration negatives only: just above 0.6 (not on the scored 0.85)
+    assert 0.6 < ft["cal_threshold"] < 0.6 + 1e-9
+    assert ft["cal_tpr"] == 2 / 3 and ft["cal_fpr"] == 1 / 3
+    assert cells.loc["boom", "status"] == "FAILED" and cells.loc["boom", "error"] == "RuntimeError: boom"
+    assert cells.loc["lora", "status"] == "n/a"
+    t1 = table1(load(tmp_path, "syn"), None).set_index("Metric")
+    assert t1.loc["Total Experiments", "Value"] == "1"
+    assert t1.loc["Failed / not-applicable cells", "Value"] == "2"
+
+
+def test_all_outputs_written(tmp_path: Path) -> None:
+    _write(tmp_path)
+    index = build_report(tmp_path, "syn")
+    out = index.parent
+    for name in ("table1", "table2", "table3", "cells", "runtime"):
+        for ext in ("md", "csv", "tex"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0
+    for png in ("heatmap.png", "panels.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    page = index.read_text()
+    assert "Table I" in page and "heatmap.png" in page and "FAILED" in page
