@@ -89,7 +89,21 @@ class CellRunner:
             log.error("cell %s x %s failed: %s", s.method_cfg["name"], s.transform_cfg["name"], exc)
             df = to_frame([self._status_record("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")])
         write_cell(path, df)
+        self._write_models()
         return df, False
+
+    def _write_models(self) -> None:
+        """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table."""
+        rows = {}
+        for zm in self.zoo.models():
+            info = {k: v for k, v in zm.meta.get("info", {}).items() if isinstance(v, (int, float, str, bool))}
+            rows[zm.id] = {"id": zm.id, "root": zm.root_id, "arch": zm.arch, "parent": zm.parent_id or "",
+                           "transform": zm.transform or "", "key": zm.key, **info}
+        path = Path(self.spec.runs_dir) / "records" / self.spec.zoo_cfg["name"] / "_models.parquet"
+        old = pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        new = pd.DataFrame(list(rows.values()))
+        merged = pd.concat([old[~old["id"].isin(new["id"])] if len(old) else old, new], ignore_index=True)
+        write_cell(path, merged.sort_values("id").reset_index(drop=True))
 
     def calibration(self, method: Method) -> pd.DataFrame:
         """Scores of every owner root against the held-out calibration roots (stored once per method)."""
