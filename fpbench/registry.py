@@ -13,6 +13,12 @@ from fpbench.api import ConfigError
 
 METHODS: dict[str, str] = {
     "cmf": "fpbench.cmf.fingerprinter:CrossModalFingerprinter",
+    "sac": "baselines.sac:SAC",
+    "modeldiff": "baselines.modeldiff:ModelDiff",
+    "cka": "baselines.cka:CKA",
+    "cort": "baselines.cort:CoRt",
+    "weightcos": "baselines.weightcos:WeightCos",
+    "agreement": "baselines.agreement:Agreement",
 }
 
 TRANSFORMS: dict[str, str] = {

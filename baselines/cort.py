@@ -1,0 +1,42 @@
+"""CoRt: correlation-based representation fingerprinting, as the seed paper describes it.
+
+No published method under this name was found; this implements the seed paper's one-line description:
+the correlation structure of a model's representations over a fixed probe set. Each model gives a
+sample-by-sample Pearson correlation matrix of its penultimate features (n x n, so it is comparable across
+feature widths); the score is the Pearson correlation of the two matrices' upper triangles.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fpbench.api import Fingerprint, Method, Subject, require
+from fpbench.ops import correlation_matrix
+
+
+def sample_correlation(feat: torch.Tensor) -> torch.Tensor:
+    """Upper triangle of the Pearson correlation between samples (rows centred over features)."""
+    f = feat.reshape(feat.shape[0], -1).double()
+    c = correlation_matrix(f - f.mean(1, keepdim=True))
+    i, j = torch.triu_indices(len(c), len(c), offset=1)
+    return c[i, j]
+
+
+class CoRt(Method):
+    name = "cort"
+    access = "white-box features"
+    version = "1"
+
+    def validate(self) -> None:
+        require(int(self.params.get("queries", 100)) >= 3, "queries", "need at least 3 probe inputs")
+
+    def fingerprint(self, owner: Subject) -> Fingerprint:
+        x = self.ctx.data.split("probe").tensor()[: int(self.params.get("queries", 100))]
+        with torch.no_grad():
+            r = sample_correlation(owner.features(x.to(owner.device)).cpu())
+        return Fingerprint(tensors={"x": x, "r": r.float()})
+
+    def score(self, fp: Fingerprint, suspect: Subject) -> float:
+        with torch.no_grad():
+            r = sample_correlation(suspect.features(fp.tensors["x"].to(suspect.device)).cpu())
+        return float(torch.corrcoef(torch.stack([r, fp.tensors["r"].double()]))[0, 1])
