@@ -24,6 +24,9 @@ def test_prune30_zeroes_30_percent_of_channels_of_every_pruned_layer(ci_zoo):
         expected = round(0.30 * rows.shape[0])
         assert dead >= expected, f"{name}: {dead} of {rows.shape[0]} channels zero, expected {expected}"
     assert child.meta["info"]["sparsity"] == pytest.approx(0.30, abs=0.05)
+    # the recovery fine-tune kept the channels at zero and the child still does its task
+    assert child.meta["info"]["recover_steps"] > 0
+    assert child.accuracy > 0.5, f"pruned+recovered child accuracy {child.accuracy:.2f} is no evidence"
 
 
 def test_unstructured_prune_zeroes_weights_not_channels(ci_zoo):
