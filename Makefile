@@ -43,9 +43,11 @@ test-slow: setup  ## the slow tests only
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: setup  ## measure cold/warm grid time, build and verify times; writes BENCHMARKS.md
+	@test -f scripts/bench.py || { echo "make bench: scripts/bench.py is not written yet (issue 7 is open)"; exit 2; }
 	$(PY) scripts/bench.py --zoo $(ZOO)
 
 transfer: setup  ## fingerprint transfer (vision + language tracks); results feed `make tables`
+	@test -d fpbench/transfer || { echo "make transfer: fpbench.transfer is not written yet (issue 6 is open)"; exit 2; }
 	$(PY) -m fpbench.transfer runs_dir=$(RUNS)
 
 lint: setup  ## ruff
