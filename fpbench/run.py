@@ -30,7 +30,7 @@ from fpbench.records import Record, cell_done, cell_path, read_cell, to_frame, w
 from fpbench.registry import UnknownName, method_class
 from fpbench.subject import ModelSubject
 from fpbench.utils import configure_threads, git_commit, library_versions, resolve_device, stable_hash
-from fpbench.zoo.build import Zoo, ZooModel, transform_config
+from fpbench.zoo.build import Zoo, ZooModel, resolved_transform, transform_config
 from fpbench.zoo.store import ArtefactStore
 
 log = logging.getLogger("fpbench.run")
@@ -59,7 +59,7 @@ class CellSpec:
     @property
     def config_hash(self) -> str:
         return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg,
-                            "transform": self.transform_cfg, "seed": self.seed})
+                            "transform": resolved_transform(self.transform_cfg), "seed": self.seed})
 
     @property
     def calibration_hash(self) -> str:

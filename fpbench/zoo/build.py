@@ -63,6 +63,15 @@ def transform_config(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def resolved_transform(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
+    """A transform config with chain steps expanded and each implementation's version, for cache keys:
+    a chain's cell must re-run when one of its steps changes, not only when the chain's own YAML does."""
+    cfg = transform_config(name_or_cfg)
+    if cfg["impl"] == "chain":
+        return {**cfg, "steps": [resolved_transform(step) for step in cfg["params"].get("steps") or []]}
+    return {**cfg, "v": transform_class(cfg["impl"]).version}
+
+
 class Zoo:
     def __init__(self, zoo_cfg: dict[str, Any], runs_dir: Path | str, device: torch.device, seed: int = 0,
                  progress: bool = True) -> None:

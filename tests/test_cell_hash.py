@@ -1,0 +1,38 @@
+"""A cell re-runs when anything that made its children changes, including a step inside a chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fpbench.config import load_option
+from fpbench.run import CellSpec
+
+
+def _hash(transform: str) -> str:
+    return CellSpec(zoo_cfg={"name": "ci"}, method_cfg=load_option("method", "cmf"),
+                    transform_cfg=load_option("transform", transform), runs_dir=Path("unused")).config_hash
+
+
+def test_chain_cell_hash_follows_its_steps_implementation(monkeypatch):
+    import transforms.prune
+
+    chain, finetune = _hash("chain"), _hash("finetune")
+    monkeypatch.setattr(transforms.prune.Prune, "version", "test-changed")
+    assert _hash("chain") != chain  # prune30 is a step of the chain
+    assert _hash("finetune") == finetune  # a cell that does not use pruning is untouched
+
+
+def test_chain_cell_hash_follows_its_steps_parameters(monkeypatch):
+    import fpbench.zoo.build as build
+
+    chain = _hash("chain")
+    original = build.load_option
+
+    def with_other_prune(group: str, name):
+        cfg = original(group, name)
+        if group == "transform" and name == "prune30":
+            cfg = {**cfg, "params": {**cfg["params"], "amount": 0.31}}
+        return cfg
+
+    monkeypatch.setattr(build, "load_option", with_other_prune)
+    assert _hash("chain") != chain
