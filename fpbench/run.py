@@ -294,6 +294,29 @@ def spec_from_cfg(cfg: Any) -> CellSpec:
                     device=str(c["device"]), progress=bool(c["progress"]), force=bool(c["force"]))
 
 
+def validate_cell(spec: CellSpec) -> None:
+    """Reject out-of-range method or transform parameters (each chain step too) before anything is built."""
+    from fpbench.api import ConfigError
+    from fpbench.registry import transform_class
+
+    cls = method_class(spec.method_cfg.get("impl", spec.method_cfg["name"]))
+    probe = cls.__new__(cls)  # validate() reads only params; the real context needs the zoo's data
+    probe.params = dict(spec.method_cfg.get("params") or {})
+    probe.validate()
+
+    def check_transform(cfg: dict[str, Any]) -> None:
+        if cfg["impl"] == "chain":
+            steps = cfg["params"].get("steps") or []
+            if not steps:
+                raise ConfigError(f"invalid parameter 'steps' of transform '{cfg['name']}': the chain is empty")
+            for step in steps:
+                check_transform(transform_config(step))
+        else:
+            transform_class(cfg["impl"])(cfg["params"])
+
+    check_transform(spec.transform_cfg)
+
+
 def precheck_argv(argv: list[str]) -> None:
     """Fail fast, in one line, on an unknown method/transform/zoo before Hydra starts anything."""
     for arg in argv:
@@ -313,6 +336,12 @@ def _hydra_main() -> None:
     def main(cfg: Any) -> None:
         logging.getLogger("fpbench").setLevel(logging.INFO)
         spec = spec_from_cfg(cfg)
+        try:
+            validate_cell(spec)
+        except FpbenchError as exc:
+            print(f"error: {exc} (cell {spec.method_cfg['name']} x {spec.transform_cfg['name']}; nothing was run)",
+                  file=sys.stderr)
+            sys.exit(2)
         df, summary, cached = run_cell(spec)
         print(summary_line(spec.method_cfg["name"], spec.transform_cfg["name"], spec.zoo_cfg["name"], summary, cached),
               flush=True)
