@@ -26,6 +26,8 @@ TRANSFORMS: dict[str, str] = {
     "finetune": "transforms.finetune:FineTune",
     "prune": "transforms.prune:Prune",
     "quantize": "transforms.quantize:Quantize",
+    "permute": "transforms.permute:Permute",
+    "rescale": "transforms.rescale:Rescale",
 }
 
 
