@@ -45,8 +45,19 @@ def test_attack_is_seeded(ci_zoo) -> None:
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.parametrize("tname", ["permute", "rescale"])
-def test_attack_not_applicable_to_effnet(ci_zoo, tname: str) -> None:
+def test_permute_preserves_function_on_effnet(ci_zoo) -> None:
+    """EfficientNet blocks (expanded channels, depthwise conv, SE) are permuted too."""
+    x = ci_zoo.data.split("test").tensor(torch.arange(64))
+    root = _roots(ci_zoo, "effnet")[0]
+    child = ci_zoo.child(root, "permute")
+    with torch.no_grad():
+        lp, lc = ci_zoo.load_module(root)(x), ci_zoo.load_module(child)(x)
+    assert torch.allclose(lp, lc, atol=1e-4), f"max diff {(lp - lc).abs().max():.2e}"
+    assert child.meta["info"]["blocks"] >= 1 and child.meta["info"]["param_change"] > 0.01
+
+
+def test_rescale_not_applicable_to_effnet(ci_zoo) -> None:
+    """SiLU is not positively homogeneous, so rescale refuses EfficientNet with a reason."""
     root = _roots(ci_zoo, "effnet")[0]
     with pytest.raises(NotApplicable, match="BasicBlock"):
-        ci_zoo.child(root, tname)
+        ci_zoo.child(root, "rescale")

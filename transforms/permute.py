@@ -1,8 +1,9 @@
-"""Function-preserving channel permutation inside timm ResNet BasicBlocks (a weight-space attack).
+"""Function-preserving channel permutation inside timm ResNet BasicBlocks and EfficientNet blocks.
 
 Inside a BasicBlock the hidden channels between ``conv1`` and ``conv2`` can be reordered freely:
 permute conv1's output channels, bn1's parameters and running stats, and conv2's input channels with
-the same seeded permutation and the block computes exactly the same function.
+the same seeded permutation and the block computes exactly the same function. EfficientNet
+InvertedResidual/EdgeResidual blocks get the same treatment on their expanded channels (incl. SE).
 """
 
 from __future__ import annotations
@@ -28,6 +29,53 @@ def basic_blocks(model: nn.Module) -> list[nn.Module]:
         if ok:
             out.append(m)
     return out
+
+
+def effnet_blocks(model: nn.Module) -> list[nn.Module]:
+    """timm EfficientNet InvertedResidual / EdgeResidual blocks whose expanded channels can be permuted."""
+    from timm.models._efficientnet_blocks import EdgeResidual, InvertedResidual, SqueezeExcite
+
+    trunk = getattr(model, "trunk", model)
+    out = []
+    for m in trunk.modules():
+        if isinstance(m, InvertedResidual):
+            ok = (getattr(m, "conv_s2d", None) is None and isinstance(m.conv_pw, nn.Conv2d) and m.conv_pw.groups == 1
+                  and m.conv_dw.groups == m.conv_dw.in_channels == m.conv_dw.out_channels)
+        elif isinstance(m, EdgeResidual):
+            ok = isinstance(m.conv_exp, nn.Conv2d) and m.conv_exp.groups == 1
+        else:
+            continue
+        ok = ok and isinstance(m.aa, nn.Identity) and isinstance(m.se, (nn.Identity, SqueezeExcite))
+        ok = ok and m.conv_pwl.groups == 1
+        if ok:
+            out.append(m)
+    return out
+
+
+def _permute_bn(bn: nn.Module, perm: torch.Tensor) -> None:
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        if t is not None:
+            t.copy_(t[perm])
+
+
+def _permute_effnet_block(b: nn.Module, gen: torch.Generator) -> None:
+    """Permute the expanded channels: expansion conv out, its BN, depthwise conv + BN, SE, conv_pwl in."""
+    first = b.conv_pw if hasattr(b, "conv_pw") else b.conv_exp
+    perm = torch.randperm(first.out_channels, generator=gen).to(first.weight.device)
+    convs_out = [first] + ([b.conv_dw] if hasattr(b, "conv_dw") else [])
+    for conv in convs_out:
+        conv.weight.copy_(conv.weight[perm])
+        if conv.bias is not None:
+            conv.bias.copy_(conv.bias[perm])
+    _permute_bn(b.bn1, perm)
+    if hasattr(b, "conv_dw"):
+        _permute_bn(b.bn2, perm)
+    if not isinstance(b.se, nn.Identity):  # SE pools per channel, then gates per channel
+        b.se.conv_reduce.weight.copy_(b.se.conv_reduce.weight[:, perm])
+        b.se.conv_expand.weight.copy_(b.se.conv_expand.weight[perm])
+        if b.se.conv_expand.bias is not None:
+            b.se.conv_expand.bias.copy_(b.se.conv_expand.bias[perm])
+    b.conv_pwl.weight.copy_(b.conv_pwl.weight[:, perm])
 
 
 def require_blocks(model: nn.Module) -> list[nn.Module]:
@@ -56,11 +104,13 @@ class Permute(Transform):
     cheap = False
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
-        require_blocks(model)
+        if not basic_blocks(model) and not effnet_blocks(model):
+            raise NotApplicable("no timm ResNet BasicBlock or EfficientNet InvertedResidual/EdgeResidual to rewrite")
 
     @torch.no_grad()
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        blocks = require_blocks(model)
+        self.check(spec, model)
+        blocks = basic_blocks(model)
         before = snapshot(model)
         gen = torch.Generator().manual_seed(int(ctx.seed))
         for b in blocks:
@@ -73,5 +123,8 @@ class Permute(Transform):
                 if t is not None:
                     t.copy_(t[perm])
             b.conv2.weight.copy_(b.conv2.weight[:, perm])
-        info = {"blocks": len(blocks), "param_change": param_change(before, model)}
+        eff = effnet_blocks(model)
+        for b in eff:
+            _permute_effnet_block(b, gen)
+        info = {"blocks": len(blocks) + len(eff), "param_change": param_change(before, model)}
         return TransformResult(model, spec, info)
