@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fpbench-installed
 RUNS ?= runs
 ZOO ?= tiny
+EXPERIMENT ?= grid
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -26,7 +27,7 @@ data:  ## install the offline datasets (Debian's Fashion-MNIST, fortunes) when m
 setup: $(STAMP) data  ## create .venv and install the project (torch from local disk)
 
 run: setup  ## the main job: build the tiny zoo, run the default grid, write tables and figures
-	$(PY) -m fpbench.run -m experiment=grid zoo=$(ZOO) runs_dir=$(RUNS) progress=false
+	$(PY) -m fpbench.run -m experiment=$(EXPERIMENT) zoo=$(ZOO) runs_dir=$(RUNS) progress=false
 	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
 	@echo "tables and figures: $(RUNS)/tables/ (open $(RUNS)/tables/index.html)"
 
