@@ -44,7 +44,7 @@ def dense_weight(module: nn.Module) -> torch.Tensor | None:
         import bitsandbytes.functional as bnbf
 
         return bnbf.dequantize_4bit(weight.data, weight.quant_state).float().cpu()
-    if hasattr(weight, "dequantize") and not type(weight) is nn.Parameter and cls not in ("Tensor", "Parameter"):
+    if hasattr(weight, "dequantize") and type(weight) is not nn.Parameter and cls not in ("Tensor", "Parameter"):
         return weight.dequantize().float().detach().cpu()  # torchao tensor subclasses
     return weight.detach().float().cpu()
 
