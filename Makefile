@@ -9,7 +9,7 @@ EXPERIMENT ?= grid
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data run grid tables test test-slow bench transfer lint clean
+.PHONY: help setup data zoo run grid tables test test-slow bench transfer lint clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,11 +27,15 @@ data:  ## install the offline datasets (Debian's Fashion-MNIST, fortunes) when m
 setup: $(STAMP) data  ## create .venv and install the project (torch from local disk)
 
 run: setup  ## the main job: build the tiny zoo, run the default grid, write tables and figures
+	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS)
 	$(PY) -m fpbench.run -m experiment=$(EXPERIMENT) zoo=$(ZOO) runs_dir=$(RUNS) progress=false
 	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
 	@echo "tables and figures: $(RUNS)/tables/ (open $(RUNS)/tables/index.html)"
 
 grid: run  ## alias of run
+
+zoo: setup  ## build the zoo of the grid only (roots, calibration roots, children); DRY=1 lists it
+	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS) $(if $(DRY),--dry-run)
 
 tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone
 	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
@@ -45,7 +49,7 @@ test-slow: setup  ## the slow tests only
 
 bench: setup  ## measure cold/warm grid time, build and verify times; writes BENCHMARKS.md
 	@test -f scripts/bench.py || { echo "make bench: scripts/bench.py is not written yet (issue 7 is open)"; exit 2; }
-	$(PY) scripts/bench.py --zoo $(ZOO)
+	$(PY) scripts/bench.py --zoo $(ZOO) $(if $(SECTIONS),--sections $(SECTIONS))
 
 transfer: setup  ## fingerprint transfer (vision + language tracks); results feed `make tables`
 	@test -d fpbench/transfer || { echo "make transfer: fpbench.transfer is not written yet (issue 6 is open)"; exit 2; }

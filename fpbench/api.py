@@ -35,6 +35,10 @@ class ConfigError(FpbenchError, ValueError):
     """A configuration value is unknown or out of range; the message names the field and the fix."""
 
 
+class QueryBudgetExceeded(FpbenchError):
+    """A method asked a suspect for more inputs than its declared ``query_budget``."""
+
+
 class NotApplicable(FpbenchError):
     """A transform cannot apply to a model, or a method cannot score a pair; ``reason`` says why."""
 
@@ -132,6 +136,12 @@ class Method(abc.ABC):
     @property
     def threshold(self) -> float:
         return float(self.params.get("threshold", 0.5))
+
+    @property
+    def query_budget(self) -> int | None:
+        """Inputs ``score`` may send to one suspect (``params['query_budget']``); the runner enforces it."""
+        budget = self.params.get("query_budget")
+        return None if budget is None else int(budget)
 
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
         """Raise NotApplicable when this method cannot score this pair (default: it always can)."""

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from fpbench import metrics as M
-from fpbench.api import Fingerprint, FpbenchError, Method, MethodContext, NotApplicable
+from fpbench.api import Fingerprint, FpbenchError, Method, MethodContext, NotApplicable, QueryBudgetExceeded
 from fpbench.config import check_option
 from fpbench.records import Record, cell_done, cell_path, read_cell, to_frame, write_cell
 from fpbench.registry import UnknownName, method_class
@@ -161,7 +161,7 @@ class CellRunner:
         return subject
 
     def _fingerprint(self, method: Method, owner: ZooModel, subject: ModelSubject) -> tuple[Fingerprint, float]:
-        params = {k: v for k, v in method.params.items() if k != "threshold"}
+        params = {k: v for k, v in method.params.items() if k not in ("threshold", "query_budget")}
         key = stable_hash({"method": method.name, "v": method.version, "params": params, "owner": owner.key,
                            "data": self.zoo.data.id, "seed": self.spec.seed})
         t0 = time.perf_counter()
@@ -198,17 +198,22 @@ class CellRunner:
                 rec.suspect_accuracy = self._checked[zm.key]
                 try:
                     method.check_applicable(ModelSubject(owner.id, torch.nn.Identity(), owner.spec, self.device), suspect)
-                    before = suspect.query_count
+                    suspect.query_count, suspect.query_budget = 0, method.query_budget
                     t0 = time.perf_counter()
-                    score = float(method.score(fp, suspect))
+                    try:
+                        score = float(method.score(fp, suspect))
+                    finally:
+                        suspect.query_budget = None
                     rec.verify_seconds = time.perf_counter() - t0
-                    rec.queries = suspect.query_count - before
+                    rec.queries = suspect.query_count
                     rec.score = score
                     rec.decision = int(math.isfinite(score) and score >= method.threshold)
                     if not math.isfinite(score):
                         rec.error = "non-finite score"
                 except NotApplicable as exc:
                     rec.status, rec.error = "n/a", exc.reason
+                except QueryBudgetExceeded as exc:  # a method over its budget is a failed pair, never a score
+                    rec.status, rec.error = "error", str(exc)
                 records.append(rec)
         return records
 
@@ -303,6 +308,10 @@ def validate_cell(spec: CellSpec) -> None:
     probe = cls.__new__(cls)  # validate() reads only params; the real context needs the zoo's data
     probe.params = dict(spec.method_cfg.get("params") or {})
     probe.validate()
+    budget = probe.params.get("query_budget")
+    if budget is not None and not (isinstance(budget, int) and budget >= 0):
+        raise ConfigError(f"invalid parameter 'query_budget' of method '{spec.method_cfg['name']}': "
+                          f"must be an integer >= 0 (0: the method may not query the suspect), got {budget!r}")
 
     def check_transform(cfg: dict[str, Any]) -> None:
         if cfg["impl"] == "chain":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec
+from fpbench.api import ModelSpec, QueryBudgetExceeded
 from fpbench.weights import effective_named_weights
 
 
@@ -22,15 +22,23 @@ class ModelSubject:
         self.spec = spec
         self.device = device
         self.batch_size = batch_size
-        self.query_count = 0  # number of input images sent through logits/probs/labels
+        self.query_count = 0  # input images sent through logits/probs/labels/features
+        self.query_budget: int | None = None  # when set, a query that would exceed it is refused, not run
         self._weights: dict[str, torch.Tensor] | None = None
 
     def __repr__(self) -> str:
         return f"ModelSubject({self.id!r}, {self.spec.arch.get('name', self.spec.arch.get('builder'))})"
 
+    def _spend(self, n: int) -> None:
+        if self.query_budget is not None and self.query_count + n > self.query_budget:
+            raise QueryBudgetExceeded(
+                f"{self.id}: a query of {n} inputs would bring the total to {self.query_count + n}, over the "
+                f"method's query_budget of {self.query_budget}; lower the method's queries or raise query_budget")
+        self.query_count += n
+
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        self.query_count += int(x.shape[0])
+        self._spend(int(x.shape[0]))
         x = x.to(self.device)
         return torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]).float()
 
@@ -42,6 +50,7 @@ class ModelSubject:
 
     @torch.inference_mode()
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        self._spend(int(x.shape[0]))
         x = x.to(self.device)
         feats = self.model.features  # type: ignore[attr-defined]
         return torch.cat([feats(x[i : i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]).float()

@@ -33,3 +33,9 @@ def ci_zoo(ci_runs_dir: Path, ci_zoo_cfg: dict):
     zoo.roots()
     zoo.calibration_roots()
     return zoo
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    """The fault-injection summary line (cases tried, survived, records lost) at the end of `make test`."""
+    line = getattr(config, "fpbench_fault_summary", None)
+    terminalreporter.write_line(line or "fault injection: not run in this session")

@@ -1,0 +1,180 @@
+"""``make bench``: measure what the issues promise and write BENCHMARKS.md with the machine it ran on.
+
+    python scripts/bench.py [--zoo tiny] [--sections grid,zoo,methods,scaling] [--runs runs/bench]
+
+Sections (each stored in <runs>/bench.json, so sections can be measured at different times and the
+file is rewritten from all stored measurements):
+  grid     cold and warm wall time of the default grid, the same commands as `make run` (zoo stage,
+           method sweep, tables), in a fresh runs dir; peak resident memory of the child processes.
+  zoo      cold build time of the whole zoo with every transform config, per transform.
+  methods  fingerprint seconds and verify seconds per pair for every method, from the grid's records
+           (next to the paper's 0.014 s per pair for CMF and 12.79 s for IPGuard's fingerprint).
+  scaling  how cost grows: a method added to a built zoo builds nothing (cost = builds + methods x pairs).
+The load average before and after each section is recorded: numbers measured on a busy machine say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+PAPER = {"cmf_verify_seconds": 0.014, "ipguard_fingerprint_seconds": 12.79}
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def peak_child_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux reports KiB
+
+
+def grid_commands(zoo: str, runs: Path, experiment: str = "grid") -> list[list[str]]:
+    return [[PY, "-m", "fpbench.zoo", f"zoo={zoo}", f"experiment={experiment}", f"runs_dir={runs}"],
+            [PY, "-m", "fpbench.run", "-m", f"experiment={experiment}", f"zoo={zoo}", f"runs_dir={runs}",
+             "progress=false"],
+            [PY, "-m", "fpbench.report", f"runs_dir={runs}", f"zoo={zoo}"]]
+
+
+def bench_grid(zoo: str, runs: Path) -> dict[str, Any]:
+    shutil.rmtree(runs, ignore_errors=True)
+    names = ("zoo stage", "method sweep", "tables")
+    cold = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
+    warm = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
+    total_cold, total_warm = sum(cold.values()), sum(warm.values())
+    return {"cold_seconds": cold, "warm_seconds": warm, "cold_total": total_cold, "warm_total": total_warm,
+            "warm_over_cold": total_warm / total_cold, "peak_rss_mib": peak_child_rss_mib()}
+
+
+def bench_zoo(zoo: str, runs: Path) -> dict[str, Any]:
+    from fpbench.config import list_options
+    from fpbench.zoo.__main__ import build, plan
+
+    transforms = [t for t in list_options("transform") if t != "identity"]
+    shutil.rmtree(runs, ignore_errors=True)
+    t0 = time.perf_counter()
+    result = build(plan(zoo, transforms), runs)
+    return {"total_seconds": time.perf_counter() - t0, "per_transform_seconds": result["seconds"],
+            "artefacts_built": result["built"], "not_applicable": result["not_applicable"]}
+
+
+def bench_methods(zoo: str, runs: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    from fpbench.records import load_all
+
+    df = load_all(runs, zoo)
+    ok = df[(df["status"] == "ok") & (df["role"] == "pair")]
+    if ok.empty:
+        return {"error": f"no records under {runs}; measure the grid section first"}
+    per_owner = ok.drop_duplicates(["method", "owner"])
+    out = pd.DataFrame({"fingerprint_seconds_per_owner": per_owner.groupby("method")["fingerprint_seconds"].mean(),
+                        "verify_seconds_per_pair": ok.groupby("method")["verify_seconds"].mean(),
+                        "queries_per_pair": ok.groupby("method")["queries"].mean()})
+    return {"table": out.round(5).reset_index().to_dict(orient="records")}
+
+
+def bench_scaling(zoo: str, runs: Path) -> dict[str, Any]:
+    """Add a method to an already built zoo: it must build nothing and cost ~ pairs x verify time."""
+    from fpbench.zoo.store import ArtefactStore
+
+    store = ArtefactStore(runs / "cache" / "zoo")
+    before = sum(1 for _ in store.root.glob("*/*/meta.json"))
+    seconds = timed([PY, "-m", "fpbench.run", "-m", "experiment=grid", f"zoo={zoo}", f"runs_dir={runs}",
+                     "method=agreement", "progress=false"])
+    after = sum(1 for _ in store.root.glob("*/*/meta.json"))
+    return {"extra_method": "agreement", "seconds": seconds, "artefacts_before": before, "artefacts_after": after,
+            "builds_for_extra_method": after - before}
+
+
+SECTIONS = {"grid": bench_grid, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling}
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = ["# Benchmarks", "", "Written by `make bench` (scripts/bench.py); every number below was measured by it.",
+             "Load average (1 min) before/after each section is shown: above ~2 on this 2-core machine means other",
+             "work was running and the times are upper bounds.", ""]
+    for name, entry in results.items():
+        m, r = entry["machine"], entry["result"]
+        lines += [f"## {name} (zoo `{entry['zoo']}`, measured {entry['when']})", "",
+                  f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, CUDA {m['cuda']}, torch {m['torch']}, "
+                  f"Python {m['python']}; load {entry['load_before']:.1f} -> {entry['load_after']:.1f}.", ""]
+        if name == "grid":
+            lines += ["| stage | cold s | warm s |", "|---|---|---|"]
+            lines += [f"| {k} | {r['cold_seconds'][k]:.1f} | {r['warm_seconds'][k]:.1f} |" for k in r["cold_seconds"]]
+            lines += [f"| **total** | **{r['cold_total']:.1f}** | **{r['warm_total']:.1f}** |", "",
+                      f"Warm / cold: {100 * r['warm_over_cold']:.1f}% (bar: under 5%). "
+                      f"Peak resident memory of a child process: {r['peak_rss_mib']:.0f} MiB.", ""]
+        elif name == "zoo":
+            lines += [f"Whole zoo, every transform, cold: **{r['total_seconds'] / 60:.1f} min** "
+                      f"({r['artefacts_built']} artefacts; bar: under 30 min).", "", "| step | seconds |", "|---|---|"]
+            lines += [f"| {k} | {v:.1f} |" for k, v in r["per_transform_seconds"].items()]
+            if r["not_applicable"]:
+                lines += ["", "Not applicable: " + "; ".join(f"{k}: {v}" for k, v in r["not_applicable"].items())]
+            lines.append("")
+        elif name == "methods" and "table" in r:
+            lines += ["| method | fingerprint s / owner | verify s / pair | queries / pair |", "|---|---|---|---|"]
+            lines += [f"| {t['method']} | {t['fingerprint_seconds_per_owner']:.4f} | {t['verify_seconds_per_pair']:.5f}"
+                      f" | {t['queries_per_pair']:.0f} |" for t in r["table"]]
+            lines += ["", f"The paper reports {PAPER['cmf_verify_seconds']} s per verification for CMF and "
+                      f"{PAPER['ipguard_fingerprint_seconds']} s for IPGuard's fingerprint generation.", ""]
+        elif name == "scaling":
+            lines += [f"Adding method `{r['extra_method']}` to the built grid took {r['seconds']:.1f} s and built "
+                      f"{r['builds_for_extra_method']} artefacts ({r['artefacts_before']} -> {r['artefacts_after']}):"
+                      " the cost grows as builds + methods x pairs, never builds x methods.", ""]
+        else:
+            lines += ["```", json.dumps(r, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--zoo", default="tiny")
+    ap.add_argument("--sections", default="grid,methods,scaling,zoo")
+    ap.add_argument("--runs", default="runs/bench")
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    runs = Path(args.runs)
+    store = runs.parent / f"{runs.name}.json"
+    results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    for name in args.sections.split(","):
+        if name not in SECTIONS:
+            raise SystemExit(f"bench: unknown section '{name}'; valid: {', '.join(SECTIONS)}")
+        target = runs.parent / f"{runs.name}-zoo" if name == "zoo" else runs
+        load_before = os.getloadavg()[0]
+        print(f"bench: {name} ...", flush=True)
+        result = SECTIONS[name](args.zoo, target)
+        results[name] = {"zoo": args.zoo, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                         "machine": machine(), "load_before": load_before, "load_after": os.getloadavg()[0],
+                         "result": result}
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(results, indent=1, default=str))
+        Path(args.out).write_text(render(results))
+        print(f"bench: {name} done; {args.out} updated", flush=True)
+
+
+if __name__ == "__main__":
+    main()

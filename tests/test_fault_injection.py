@@ -1,0 +1,30 @@
+"""Every fault of scripts/fault_injection.py is survived with no record lost; `make test` prints the summary."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fault_injection.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("fault_injection", SCRIPT)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["fault_injection"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_every_injected_fault_is_survived(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    fi = _script()
+    outcomes = fi.run_all(tmp_path)
+    request.config.fpbench_fault_summary = fi.summary(outcomes)  # printed by conftest's terminal summary
+    failed = [f"{o.case}: {o.detail}" for o in outcomes if not o.survived]
+    assert not failed, failed
+    assert sum(o.records_lost for o in outcomes) == 0
+    assert {o.case for o in outcomes} >= {"truncated artefact", "killed artefact writer", "corrupt record",
+                                          "pickle fed"}
