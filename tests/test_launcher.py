@@ -1,4 +1,5 @@
-"""Hydra's joblib launcher (two worker processes sharing one zoo) gives the same records as the basic launcher.
+"""Hydra's joblib launcher (two worker processes sharing one zoo) and the submitit path (hydra/launcher=local, the
+same code path as the SLURM config) give the same records as the basic launcher.
 
 Training a model under another thread count changes float reduction order, so SGD ends elsewhere: a sweep on
 several workers first materialises the zoo once (as `make run` does), then the workers only read it.
@@ -15,9 +16,9 @@ import pandas as pd
 CELLS = ["finetune", "quant8"]
 
 
-def _sweep(runs_dir, *extra: str) -> None:
+def _sweep(runs_dir, *extra: str, cells: list[str] = CELLS) -> None:
     cmd = [sys.executable, "-m", "fpbench.run", "-m", *extra, "zoo=ci", "method=sac",
-           f"transform={','.join(CELLS)}", f"runs_dir={runs_dir}", "progress=false"]
+           f"transform={','.join(cells)}", f"runs_dir={runs_dir}", "progress=false"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -35,3 +36,15 @@ def test_joblib_launcher_gives_the_same_scores_as_the_basic_one(tmp_path):
         basic, joblib = _scores(tmp_path / "basic", cell), _scores(tmp_path / "joblib", cell)
         assert basic[["owner", "suspect", "label"]].equals(joblib[["owner", "suspect", "label"]]), cell
         assert (basic["score"] - joblib["score"]).abs().max() < 1e-5, cell
+
+    shutil.copytree(tmp_path / "basic" / "cache" / "zoo", tmp_path / "submitit" / "cache" / "zoo")
+    _sweep(tmp_path / "submitit", "hydra/launcher=local", cells=CELLS[:1])
+    basic, submitit = _scores(tmp_path / "basic", CELLS[0]), _scores(tmp_path / "submitit", CELLS[0])
+    assert (basic["score"] - submitit["score"]).abs().max() < 1e-5
+
+
+def test_slurm_example_config_composes() -> None:
+    out = subprocess.run([sys.executable, "-m", "fpbench.run", "hydra/launcher=slurm", "zoo=ci", "--cfg", "hydra"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "SlurmLauncher" in out.stdout and "gpus_per_node: 1" in out.stdout
