@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fpbench.registry import UnknownName, unknown_name_message
 
@@ -24,9 +24,17 @@ def check_option(group: str, name: str) -> None:
 
 
 def load_option(group: str, name: str) -> dict[str, Any]:
-    """The resolved contents of ``conf/<group>/<name>.yaml`` as a plain dict."""
+    """The resolved contents of ``conf/<group>/<name>.yaml`` as a plain dict.
+
+    A ``defaults: [other, _self_]`` list is honoured as Hydra does for a config of the same group (this
+    option extends ``other``; lists are replaced, not appended).
+    """
     check_option(group, name)
     cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    defaults = cfg.pop("defaults", None) if isinstance(cfg, DictConfig) else None
+    if defaults:
+        bases = [OmegaConf.create(load_option(group, str(d))) for d in defaults if str(d) != "_self_"]
+        cfg = OmegaConf.merge(*bases, cfg)
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     return out

@@ -49,6 +49,18 @@ def _timm(arch: dict[str, Any], spec: ModelSpec) -> nn.Module:
     return ImageClassifier(net, spec.input["mean"], spec.input["std"])
 
 
+def _timm_pretrained(arch: dict[str, Any], spec: ModelSpec) -> nn.Module:
+    """A timm net started from real pretrained weights available offline (see fpbench.pretrained).
+
+    The weights are loaded when the module is built; a stored model's own state dict overwrites them on load.
+    """
+    from fpbench.pretrained import load_pretrained_trunk
+
+    model = _timm(arch, spec)
+    load_pretrained_trunk(model.trunk, arch["weights"])
+    return model
+
+
 def _timm_vgg(arch: dict[str, Any], spec: ModelSpec) -> nn.Module:
     """A VGG-style net from timm's VGG class with a custom layer list (timm's named VGGs are ImageNet-sized)."""
     from timm.models.vgg import VGG
@@ -63,6 +75,7 @@ def _timm_vgg(arch: dict[str, Any], spec: ModelSpec) -> nn.Module:
 BUILDERS: dict[str, str | Callable[[dict[str, Any], ModelSpec], nn.Module]] = {
     "timm": _timm,
     "timm_vgg": _timm_vgg,
+    "timm_pretrained": _timm_pretrained,
     "clip": "fpbench.clip_model:build_clip_classifier",
 }
 WRAPPERS: dict[str, str] = {
