@@ -10,7 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from scipy.stats import rankdata
+from sklearn.metrics import roc_curve
 
 
 @dataclass
@@ -46,9 +47,18 @@ def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float = 0.01)
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half), equal to sklearn's roc_auc_score.
+
+    Written with ranks rather than calling sklearn because the report bootstraps it thousands of times and
+    sklearn's input validation dominated the whole report's runtime.
+    """
+    labels = np.asarray(labels)
     if labels.size == 0 or labels.min() == labels.max():
         return float("nan")
-    return float(roc_auc_score(labels, scores))
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    pos = labels == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def compute(labels: np.ndarray | list[int], scores: np.ndarray | list[float], threshold: float,

@@ -43,3 +43,17 @@ def test_calibration_reaches_target_fpr_on_its_own_negatives() -> None:
     small = [0.1, 0.4, 0.3]
     t_small = calibrate_threshold(small, 0.01)
     assert t_small > 0.4 and t_small - 0.4 < 1e-9
+
+
+def test_rank_auc_equals_sklearn_with_ties() -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from fpbench.metrics import auc
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = rng.integers(0, 2, 40)
+        labels[:2] = [0, 1]
+        scores = rng.integers(0, 6, 40).astype(float)  # many ties
+        assert abs(auc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12
