@@ -124,31 +124,33 @@ def _with_paper(table: pd.DataFrame, key: str, paper: dict) -> pd.DataFrame:
     return table
 
 
-def table2(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
-    """By method (paper's Table II) + AUC (mean of per-cell AUCs), TPR@1%FPR, calibrated TPR/FPR."""
+def _per_key_table(df: pd.DataFrame, key: str, target_fpr: float) -> pd.DataFrame:
+    """Pooled metrics per ``key`` (method or transform) + the mean of its per-cell AUC and TPR@1%FPR."""
     ok, cal, _ = split_records(df)
-    t = _pooled(ok, "method", calibrated_thresholds(cal, target_fpr), target_fpr)
+    t = _pooled(ok, key, calibrated_thresholds(cal, target_fpr), target_fpr)
     if t.empty:
         return t
     cells = cell_table(df, target_fpr)
-    per_cell = cells[cells["status"] == "ok"].groupby("method")[["auc", "tpr_at_1fpr"]].mean()
-    t["AUC"] = t["method"].map(per_cell["auc"])
-    t["TPR@1%FPR"] = t["method"].map(per_cell["tpr_at_1fpr"])
+    per_cell = cells[cells["status"] == "ok"].groupby(key)[["auc", "tpr_at_1fpr"]].mean()
+    t["AUC"] = t[key].map(per_cell["auc"])
+    t["TPR@1%FPR"] = t[key].map(per_cell["tpr_at_1fpr"])
+    return t
+
+
+def table2(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
+    """By method (paper's Table II) + AUC (mean of per-cell AUCs), TPR@1%FPR, calibrated TPR/FPR."""
+    t = _per_key_table(df, "method", target_fpr)
+    if t.empty:
+        return t
+    _, cal, _ = split_records(df)
     t["Cal. threshold"] = t["method"].map(calibrated_thresholds(cal, target_fpr))
     return _with_paper(t, "method", PAPER["table2"])
 
 
 def table3(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
     """By transformation (paper's Table III) + mean per-cell AUC and TPR@1%FPR over methods."""
-    ok, cal, _ = split_records(df)
-    t = _pooled(ok, "transform", calibrated_thresholds(cal, target_fpr), target_fpr)
-    if t.empty:
-        return t
-    cells = cell_table(df, target_fpr)
-    per_cell = cells[cells["status"] == "ok"].groupby("transform")[["auc", "tpr_at_1fpr"]].mean()
-    t["AUC"] = t["transform"].map(per_cell["auc"])
-    t["TPR@1%FPR"] = t["transform"].map(per_cell["tpr_at_1fpr"])
-    return _with_paper(t, "transform", PAPER["table3"])
+    t = _per_key_table(df, "transform", target_fpr)
+    return t if t.empty else _with_paper(t, "transform", PAPER["table3"])
 
 
 def table1(df: pd.DataFrame, lineage_rate: float | None, target_fpr: float = 0.01) -> pd.DataFrame:
@@ -188,11 +190,6 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
                                    queries_per_pair=("queries", "mean"), pairs=("score", "size"))
     out.insert(0, "fingerprint_seconds_per_owner", fp)
     return out.reset_index()
-
-
-def models_table(runs_dir: Path, zoo: str) -> pd.DataFrame | None:
-    path = Path(runs_dir) / "records" / zoo / "_models.parquet"
-    return pd.read_parquet(path) if path.exists() else None
 
 
 def load(runs_dir: Path, zoo: str | None) -> pd.DataFrame:
