@@ -155,12 +155,17 @@ class Method(abc.ABC):
 
 @dataclass
 class TransformContext:
-    """What a transform may use: the task data, a device, a seed and whether to show progress."""
+    """What a transform may use: the task data, a device, a seed and whether to show progress.
+
+    ``archs`` is the zoo's architecture table (``zoo.archs``: key -> arch dict), for transforms that
+    build a model of another architecture (e.g. a distilled student).
+    """
 
     data: DataBundle
     device: torch.device
     seed: int
     progress: bool = True
+    archs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,6 +28,8 @@ TRANSFORMS: dict[str, str] = {
     "quantize": "transforms.quantize:Quantize",
     "permute": "transforms.permute:Permute",
     "rescale": "transforms.rescale:Rescale",
+    "advtrain": "transforms.advtrain:AdvTrain",
+    "distill": "transforms.distill:Distill",
 }
 
 

@@ -35,6 +35,6 @@ def zoo_models(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
 
 
 SECTIONS: list[Section] = [
-    Section("transform_effects", "Transform effects on the models (accuracy before/after, sparsity, bits)",
-            "fpbench.report.extra:zoo_models"),
+    Section("transform_effects", "Transform effects on the models (mean over roots: accuracy before/after, "
+            "sparsity, bits, relative parameter change)", "fpbench.report.effects:transform_effects"),
 ]

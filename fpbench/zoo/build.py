@@ -26,6 +26,7 @@ from fpbench.registry import transform_class
 from fpbench.subject import ModelSubject
 from fpbench.train import TrainConfig, accuracy, train
 from fpbench.utils import library_versions, seed_everything, stable_hash
+from fpbench.zoo.effects import EFFECT_KEYS, weight_effects
 from fpbench.zoo.store import ArtefactStore, CorruptArtefact
 
 log = logging.getLogger(__name__)
@@ -160,30 +161,47 @@ class Zoo:
             info = dict(result.info)
             info.setdefault("accuracy", accuracy(result.model, self.data.split("test"), self.device))
             info["parent_accuracy"] = parent.accuracy
+            info.update(self._effects(result.model, result.spec, parent))
             meta = self._meta(cid, result.spec, info, recipe={"kind": "child", "parent_key": parent.key,
                                                                 "transform": tcfg, "seed": seed, "cheap": cheap})
             return meta, (None if cheap else result.model.state_dict())
 
         meta = self._get(key, build)
         spec = ModelSpec.from_dict(meta["spec"])
-        zm = ZooModel(id=cid, key=key, spec=spec, meta=meta, root_id=parent.root_id, arch=parent.arch,
+        # A transform that changes the architecture (a distilled student) names the new arch key in its info.
+        zm = ZooModel(id=cid, key=key, spec=spec, meta=meta, root_id=parent.root_id,
+                      arch=str(meta["info"].get("arch") or parent.arch),
                       parent_id=parent.id, transform=tcfg["name"], lineage=[*parent.lineage, cid])
+        if any(k not in meta["info"] for k in EFFECT_KEYS):  # stored before effects were recorded: measure now
+            zm.meta = {**meta, "info": {**meta["info"], **self._effects(self.load_module(zm), spec, parent)}}
         self._models[cid] = zm
         return zm
 
     def _alias(self, node: ZooModel, name: str, root: ZooModel) -> ZooModel:
-        """A chain's result under the chain's own name (same artefact as its last step)."""
+        """A chain's result under the chain's own name (same artefact as its last step).
+
+        Its info measures the whole chain's effect: accuracy and weight change against the chain's root."""
         cid = f"{root.id}/{name}"
-        zm = ZooModel(id=cid, key=node.key, spec=node.spec, meta=node.meta, root_id=node.root_id, arch=node.arch,
+        if cid in self._models:
+            return self._models[cid]
+        info = {**node.meta.get("info", {}), "parent_accuracy": root.accuracy,
+                **self._effects(self.load_module(node), node.spec, root)}
+        zm = ZooModel(id=cid, key=node.key, spec=node.spec, meta={**node.meta, "info": info}, root_id=node.root_id,
+                      arch=node.arch,
                       parent_id=node.parent_id, transform=name, lineage=node.lineage)
         self._models[cid] = zm
         return zm
+
+    def _effects(self, model: nn.Module, spec: ModelSpec, base: ZooModel) -> dict[str, float]:
+        """Sparsity of ``model`` and its relative weight change from ``base`` (for the transform-effects table)."""
+        return weight_effects(model, self.load_module(base), same_arch=spec.arch == base.spec.arch)
 
     def _apply(self, transform: Any, parent: ZooModel, seed: int) -> Any:
         model = self.load_module(parent)
         transform.check(parent.spec, model)
         seed_everything(seed)
-        ctx = TransformContext(data=self.data, device=self.device, seed=seed, progress=self.progress)
+        ctx = TransformContext(data=self.data, device=self.device, seed=seed, progress=self.progress,
+                               archs=dict(self.cfg.get("archs", {})))
         return transform.apply(model, parent.spec, ctx)
 
     # ---------------------------------------------------------------- loading

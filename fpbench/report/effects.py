@@ -1,0 +1,51 @@
+"""The transform-effects table: what each transform did to the models, averaged over the zoo's roots.
+
+Reads ``records/<zoo>/_models.parquet`` (one row per zoo model, written by the cell runner from each
+child's info). One row per transform config: task accuracy before (the root's) and after, their
+difference, weight sparsity, weight bits (32 = not quantized), the parameter change norm relative to
+the root (NaN where the child has another architecture) and how many children were averaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["transform", "accuracy before", "accuracy after", "accuracy delta", "sparsity", "bits",
+           "relative change norm", "n"]
+FLOAT_BITS = 32.0  # an unquantized child keeps float32 weights
+
+
+def _col(df: pd.DataFrame, name: str, default: float = np.nan) -> pd.Series:
+    return pd.to_numeric(df[name], errors="coerce") if name in df else pd.Series(default, index=df.index)
+
+
+def effects_table(models: pd.DataFrame) -> pd.DataFrame:
+    """Mean effect per transform over the children made directly from a root (chains count as one child)."""
+    if models.empty or "transform" not in models:
+        return pd.DataFrame(columns=COLUMNS)
+    # A root's own child is "<root>/<transform>"; a chain's intermediate steps have longer ids and are skipped.
+    kids = models[(models["transform"].fillna("") != "") & (models["id"] == models["root"] + "/" + models["transform"])]
+    if kids.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    before, after = _col(kids, "parent_accuracy"), _col(kids, "accuracy")
+    frame = pd.DataFrame({
+        "transform": kids["transform"],
+        "accuracy before": before,
+        "accuracy after": after,
+        "accuracy delta": after - before,
+        "sparsity": _col(kids, "weight_sparsity"),
+        "bits": _col(kids, "bits").fillna(FLOAT_BITS),
+        "relative change norm": _col(kids, "rel_change_norm"),
+    })
+    out = frame.groupby("transform", sort=True).mean().reset_index()
+    out["n"] = frame.groupby("transform", sort=True).size().to_numpy()
+    return out[COLUMNS]
+
+
+def transform_effects(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
+    """Report section builder (see ``fpbench.report.extra``); None until a cell has recorded the zoo's models."""
+    path = Path(runs_dir) / "records" / zoo / "_models.parquet"
+    return effects_table(pd.read_parquet(path)) if path.exists() else None
