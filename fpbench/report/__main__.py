@@ -32,6 +32,15 @@ def lineage_rate(runs_dir: Path, zoo: str) -> float | None:
     return float(claims["correct"].mean()) if len(claims) else None
 
 
+def lineage_rates(runs_dir: Path, zoo: str) -> dict[str, float]:
+    """The lineage tracking success rate of each method that decided claims (``python -m fpbench.lineage``)."""
+    path = runs_dir / "records" / zoo / "_lineage" / "claims.parquet"
+    if not path.exists():
+        return {}
+    claims = pd.read_parquet(path)
+    return {str(m): float(g["correct"].mean()) for m, g in claims.groupby("method")} if "method" in claims else {}
+
+
 def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01) -> Path:
     out = runs_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
@@ -39,7 +48,7 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01) -> Path:
     if df.empty:
         raise SystemExit(f"error: no records under {runs_dir}/records/{zoo}; run cells first (make run)")
     cells = tables.cell_table(df, target_fpr)
-    t1 = tables.table1(df, lineage_rate(runs_dir, zoo), target_fpr)
+    t1 = tables.table1(df, lineage_rate(runs_dir, zoo), target_fpr, lineage_rates(runs_dir, zoo))
     t2, t3 = tables.table2(df, target_fpr), tables.table3(df, target_fpr)
     runtime = tables.runtime_table(df)
     sections: list[tuple[str, pd.DataFrame | None, list[str]]] = []

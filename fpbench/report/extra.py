@@ -37,4 +37,8 @@ def zoo_models(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
 SECTIONS: list[Section] = [
     Section("transform_effects", "Transform effects on the models (mean over roots: accuracy before/after, "
             "sparsity, bits, relative parameter change)", "fpbench.report.effects:transform_effects"),
+    Section("lineage_claims", "Lineage tracking: ancestry claims decided from each method's scores (path: a chain "
+            "of verified steps; direct: the ancestor's signature on the query)", "fpbench.lineage.report:claims_section"),
+    Section("lineage_reconstruction", "Lineage reconstruction: parents recovered by a maximum spanning arborescence "
+            "of the pairwise scores", "fpbench.lineage.report:reconstruction_section", figures=["family_tree.png"]),
 ]
