@@ -28,6 +28,9 @@ TRANSFORMS: dict[str, str] = {
     "quantize": "transforms.quantize:Quantize",
     "permute": "transforms.permute:Permute",
     "rescale": "transforms.rescale:Rescale",
+    "cmf_embed": "transforms.cmf_embed:CmfEmbed",
+    "cmf_remove": "transforms.cmf_remove:CmfRemove",
+    "partial": "transforms.partial:Partial",
     "advtrain": "transforms.advtrain:AdvTrain",
     "distill": "transforms.distill:Distill",
 }

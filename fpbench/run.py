@@ -57,13 +57,20 @@ class CellSpec:
     force: bool = False
 
     @property
+    def _protect(self) -> dict[str, Any]:
+        # A method that protects its owners (``protect: cmf_embed``) re-runs when that transform changes.
+        protect = self.method_cfg.get("protect")
+        return {"protect": resolved_transform(protect)} if protect else {}
+
+    @property
     def config_hash(self) -> str:
         return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg,
-                            "transform": resolved_transform(self.transform_cfg), "seed": self.seed})
+                            "transform": resolved_transform(self.transform_cfg), "seed": self.seed, **self._protect})
 
     @property
     def calibration_hash(self) -> str:
-        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg, "seed": self.seed})
+        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg, "seed": self.seed,
+                            **self._protect})
 
 
 class CellRunner:
@@ -111,19 +118,26 @@ class CellRunner:
         path = cell_path(s.runs_dir, s.zoo_cfg["name"], s.method_cfg["name"], CALIBRATION)
         if not s.force and cell_done(path, s.calibration_hash):
             return read_cell(path)  # type: ignore[return-value]
-        owners = self.zoo.roots()
-        suspects = self.zoo.calibration_roots()
+        owners = self._protected(self.zoo.roots())
+        suspects = self._protected(self.zoo.calibration_roots())
         df = to_frame(self._score_pairs(method, owners, [(c, None) for c in suspects], CALIBRATION,
                                         s.calibration_hash, role="calibration"))
         write_cell(path, df)
         return df
 
     # ------------------------------------------------------------------ internals
+    def _protected(self, roots: list[ZooModel]) -> list[ZooModel]:
+        """Roots as the method's owners: with ``protect`` in the method config (a signature-embedding
+        transform), every root -- calibration roots too, each with its own secret -- is replaced by its
+        protected version, and the cell's transform is applied to that."""
+        protect = self.spec.method_cfg.get("protect")
+        return [self.zoo.child(r, protect) for r in roots] if protect else roots
+
     def _score_cell(self) -> pd.DataFrame:
         s = self.spec
         method = self._method()
         self.calibration(method)
-        owners = self.zoo.roots()
+        owners = self._protected(self.zoo.roots())
         suspects: list[tuple[ZooModel, str | None]] = []
         for root in owners:
             try:
@@ -180,6 +194,8 @@ class CellRunner:
         fps: dict[str, tuple[Fingerprint, float, float]] = {}
         for owner in owners:
             subject = self._checked_subject(owner)
+            # What only the owner knows of its model (an embedded signature's secret); never given to suspects.
+            subject.owner_private = dict(owner.meta.get("info", {}).get("owner_private") or {})
             fp, seconds = self._fingerprint(method, owner, subject)
             fps[owner.id] = (fp, seconds, self._checked[owner.key])
             del subject
@@ -324,6 +340,8 @@ def validate_cell(spec: CellSpec) -> None:
             transform_class(cfg["impl"])(cfg["params"])
 
     check_transform(spec.transform_cfg)
+    if spec.method_cfg.get("protect"):
+        check_transform(transform_config(spec.method_cfg["protect"]))
 
 
 def precheck_argv(argv: list[str]) -> None:

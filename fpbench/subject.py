@@ -25,6 +25,7 @@ class ModelSubject:
         self.query_count = 0  # input images sent through logits/probs/labels/features
         self.query_budget: int | None = None  # when set, a query that would exceed it is refused, not run
         self._weights: dict[str, torch.Tensor] | None = None
+        self.owner_private: dict = {}  # set by the runner for an owner only (e.g. an embedded signature's secret)
 
     def __repr__(self) -> str:
         return f"ModelSubject({self.id!r}, {self.spec.arch.get('name', self.spec.arch.get('builder'))})"

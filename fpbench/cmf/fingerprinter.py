@@ -1,49 +1,132 @@
-"""CrossModalFingerprinter (seed paper, sec. III-A/B), passive mode.
+"""CrossModalFingerprinter (seed paper, sec. III-A/B): passive and embedded modes.
 
-Passive mode: the signature of a model is, for each weight matrix (conv kernels reshaped to
-out x in*k*k), its top-k singular values (paper eq. 7, k = 20); owner and suspect signatures are
-compared by cosine similarity (eq. 5) over the matrices both have under the same name and shape,
-and the mean over matrices is the score; tau = 0.7 (paper sec. IV-E).
+Passive mode (the default): each unit of the owner (a weight matrix for the ``svd`` extractor, a layer's
+outputs on reference inputs for ``cka``/``activation``, see ``fpbench.cmf.extractors``) has a signature; the
+owner's units are matched to the suspect's (``correspondence``), and the score is the mean similarity over
+the matched pairs (eq. 5 for svd). tau = 0.7 (paper sec. IV-E).
+
+Embedded mode: the owner was protected by the ``cmf_embed`` transform, which added α·s_j to the leading
+singular values of selected matrices and handed the owner its secret (s, α, the matrices' names and
+original singular values) in ``Subject.owner_private``. Verification (eq. 4-5): on the suspect's matrices
+that correspond to those, ŝ = (σ(suspect) − σ(original)) / α, and the score is cos(s, ŝ). A signed matrix
+with no counterpart contributes ŝ_j = 0 (no evidence).
+
+Correspondence (eq. 6): ``name`` pairs units of the same name; ``spectral`` pairs them one-to-one by the
+extractor's own similarity (spectra for svd, CKA or activation structure for the others; Hungarian
+assignment); ``auto`` uses names when at least half of the owner's units find their name in the suspect.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fpbench.api import ConfigError, Fingerprint, Method, Subject, require
+from fpbench.cmf.extractors import EXTRACTORS, SignatureExtractor, make_extractor
+from fpbench.spectral import cosine, match_one_to_one, top_singular_values
 
+MODES = ("passive", "embedded")
+CORRESPONDENCES = ("name", "spectral", "auto")
 
-def top_singular_values(w: torch.Tensor, k: int) -> torch.Tensor:
-    m = w.reshape(w.shape[0], -1).float()
-    s = torch.linalg.svdvals(m)
-    out = torch.zeros(k)
-    out[: min(k, s.numel())] = s[:k]
-    return out
+# Kept for callers of the passive path's helper.
+__all__ = ["CrossModalFingerprinter", "top_singular_values"]
 
 
 class CrossModalFingerprinter(Method):
     name = "cmf"
     access = "white-box weights"
+    version = "2"
 
     def validate(self) -> None:
         p = self.params
         require(int(p.get("top_k", 20)) > 0, "top_k", "must be a positive integer")
-        if p.get("mode", "passive") != "passive":
-            raise ConfigError(f"invalid parameter 'mode': '{p.get('mode')}' is not implemented; valid: passive")
+        mode, ext, corr = p.get("mode", "passive"), p.get("extractor", "svd"), p.get("correspondence", "name")
+        if mode not in MODES:
+            raise ConfigError(f"invalid parameter 'mode': '{mode}'; valid: {', '.join(MODES)}")
+        if ext not in EXTRACTORS:
+            raise ConfigError(f"invalid parameter 'extractor': '{ext}'; valid: {', '.join(EXTRACTORS)}")
+        if corr not in CORRESPONDENCES:
+            raise ConfigError(f"invalid parameter 'correspondence': '{corr}'; valid: {', '.join(CORRESPONDENCES)}")
+        require(mode == "passive" or ext == "svd", "extractor",
+                "the embedded mode reads the signature from singular values: use extractor: svd")
+        if ext != "svd":
+            require(int(p.get("queries", 64)) >= 2, "queries", "activation-based extractors need >= 2 reference inputs")
+        self.access = EXTRACTORS[ext].access  # features-based extractors need more than weights
 
+    # ------------------------------------------------------------------ helpers
+    def _extractor(self) -> SignatureExtractor:
+        p = self.params
+        reference = None
+        if p.get("extractor", "svd") != "svd":
+            reference = self.ctx.data.split("probe").tensor()[: int(p.get("queries", 64))]
+        return make_extractor(p.get("extractor", "svd"), int(p.get("top_k", 20)), reference)
+
+    def _match(self, owner: dict[str, torch.Tensor], suspect: dict[str, torch.Tensor], sim: Any,
+               shapes: dict[str, list[int]] | None = None, suspect_shapes: dict[str, list[int]] | None = None,
+               ) -> dict[str, tuple[str, float]]:
+        """``{owner unit: (suspect unit, similarity)}`` under the configured correspondence."""
+        def same(n: str) -> bool:
+            return n in suspect and (shapes is None or suspect_shapes is None or shapes[n] == suspect_shapes[n])
+
+        mode = self.params.get("correspondence", "name")
+        named = [n for n in owner if same(n)]
+        if mode == "name" or (mode == "auto" and 2 * len(named) >= len(owner)):
+            return {n: (n, sim(owner[n], suspect[n])) for n in named}
+        return match_one_to_one(owner, suspect, sim)
+
+    # ------------------------------------------------------------------ Method
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        k = int(self.params.get("top_k", 20))
-        return Fingerprint(tensors={n: top_singular_values(w, k) for n, w in owner.named_weights().items()},
-                           meta={"top_k": k})
+        if self.params.get("mode", "passive") == "embedded":
+            return self._fingerprint_embedded(owner)
+        ext = self._extractor()
+        tensors = {f"sig:{n}": t for n, t in ext.signatures(owner).items()}
+        if ext.reference is not None:
+            tensors["x"] = ext.reference
+        return Fingerprint(tensors=tensors, meta={"top_k": ext.top_k, "extractor": ext.name})
 
     def score(self, fp: Fingerprint, suspect: Subject) -> float:
-        k = int(fp.meta["top_k"])
-        sims = []
-        for name, w in suspect.named_weights().items():
-            ref = fp.tensors.get(name)
-            if ref is None:
+        if self.params.get("mode", "passive") == "embedded":
+            return self._score_embedded(fp, suspect)
+        ext = self._extractor()
+        if "x" in fp.tensors:
+            ext.reference = fp.tensors["x"]
+        owner = {k[4:]: t for k, t in fp.tensors.items() if k.startswith("sig:")}
+        matched = self._match(owner, ext.signatures(suspect), ext.similarity)
+        # No matched unit (another architecture under name matching): no evidence of derivation.
+        return float(sum(s for _, s in matched.values()) / len(matched)) if matched else 0.0
+
+    # ------------------------------------------------------------------ embedded mode
+    def _fingerprint_embedded(self, owner: Subject) -> Fingerprint:
+        secret = (getattr(owner, "owner_private", None) or {}).get("cmf_signature")
+        if secret is None:
+            raise ConfigError(
+                f"method cmf with mode: embedded needs an owner protected by the cmf_embed transform, but "
+                f"{owner.id} carries no embedded signature; use method=cmf_embedded (its config protects every "
+                "root with 'protect: cmf_embed' before the cell's transform)")
+        k = int(self.params.get("top_k", 20))
+        weights = owner.named_weights()
+        tensors = {"s": torch.tensor(secret["s"], dtype=torch.float64)}
+        for m in secret["matrices"]:
+            tensors[f"sigma:{m['name']}"] = torch.tensor(m["sigma"], dtype=torch.float64)
+            tensors[f"profile:{m['name']}"] = top_singular_values(weights[m["name"]], k)
+        meta = {"alpha": float(secret["alpha"]), "top_k": k,
+                "matrices": [{key: m[key] for key in ("name", "shape", "start", "length")} for m in secret["matrices"]]}
+        return Fingerprint(tensors=tensors, meta=meta)
+
+    def _score_embedded(self, fp: Fingerprint, suspect: Subject) -> float:
+        alpha, k = float(fp.meta["alpha"]), int(fp.meta["top_k"])
+        weights = suspect.named_weights()
+        profiles = {m["name"]: fp.tensors[f"profile:{m['name']}"] for m in fp.meta["matrices"]}
+        shapes = {m["name"]: list(m["shape"]) for m in fp.meta["matrices"]}
+        suspect_sigs = {n: top_singular_values(w, k) for n, w in weights.items()}
+        matched = self._match(profiles, suspect_sigs, cosine, shapes, {n: list(w.shape) for n, w in weights.items()})
+        s = fp.tensors["s"]
+        s_hat = torch.zeros_like(s)
+        for m in fp.meta["matrices"]:
+            if m["name"] not in matched:
                 continue
-            sig = top_singular_values(w, k)
-            sims.append(float(torch.nn.functional.cosine_similarity(ref, sig, dim=0)))
-        # No shared matrix (another architecture): no evidence of derivation.
-        return float(sum(sims) / len(sims)) if sims else 0.0
+            start, n = int(m["start"]), int(m["length"])
+            sigma = top_singular_values(weights[matched[m["name"]][0]], n).double()
+            s_hat[start : start + n] = (sigma - fp.tensors[f"sigma:{m['name']}"]) / alpha
+        return cosine(s, s_hat)
