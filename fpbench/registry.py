@@ -19,6 +19,8 @@ METHODS: dict[str, str] = {
     "cort": "baselines.cort:CoRt",
     "weightcos": "baselines.weightcos:WeightCos",
     "agreement": "baselines.agreement:Agreement",
+    "metafinger": "baselines.metafinger:MetaFinger",
+    "cae": "baselines.cae:CAE",
 }
 
 TRANSFORMS: dict[str, str] = {

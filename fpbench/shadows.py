@@ -1,0 +1,181 @@
+"""Shadow models a defender builds from its own model and data, for methods that meta-train fingerprints.
+
+Ground floor, shared by MetaFinger (pirated and independent shadows) and CAE (distilled surrogates and
+reference models). Everything here uses only the owner's module, its :class:`ModelSpec` and the owner's own
+training data: never the zoo's independents or children.
+
+- ``independent_shadow``: the owner's architecture trained from scratch on the owner's data with true labels
+  and a shadow seed (an "independent" for MetaFinger, a "reference model" for CAE).
+- ``distilled_shadow``: the same, trained on the owner's softmax outputs (a CAE "surrogate": it behaves like a
+  model derived from the owner by extraction).
+- ``pirated_shadow``: a copy of the owner modified the way a thief would: fine-tuned, magnitude-pruned, or
+  with Gaussian noise on its weights (MetaFinger's model augmentation).
+
+Trained shadows are cached as safetensors in a method's scratch dir, keyed by everything that determines them
+(the owner's weights for owner-derived ones), so a second owner of the same architecture reuses independents.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from fpbench.api import ConfigError, ModelSpec
+from fpbench.data import ImageSet
+from fpbench.models import build_module
+from fpbench.train import TrainConfig, train
+from fpbench.utils import seed_everything, stable_hash
+
+SHADOW_VERSION = "1"
+PIRATE_KINDS = ("finetune", "prune", "noise")
+
+
+def module_digest(model: nn.Module) -> str:
+    """A hash of a module's state dict (names, shapes, values): identifies the owner a shadow derives from."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode, no parameter gradients: shadows are only differentiated with respect to their inputs."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _cached(cache_dir: Path | None, key: dict[str, Any], spec: ModelSpec, build: Callable[[], nn.Module],
+            device: torch.device) -> nn.Module:
+    """``build()`` once per key; later calls load the stored state dict into a fresh module of ``spec``."""
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / "shadows" / f"{stable_hash({'v': SHADOW_VERSION, **key})}.safetensors"
+    if path.exists():
+        model = build_module(spec)
+        model.load_state_dict(load_file(str(path)), strict=True)
+        return model.to(device).eval()
+    model = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
+    return model
+
+
+def _train_config(spec: ModelSpec, steps: int, batch_size: int) -> TrainConfig:
+    # The architecture's own learning rate where the zoo config gives one (e.g. EfficientNet trains at 0.1).
+    lr = float(spec.arch.get("train", {}).get("lr", 0.05))
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr)
+
+
+def _spec_key(spec: ModelSpec) -> dict[str, Any]:
+    return {"arch": spec.arch, "classes": spec.num_classes, "input": spec.input, "data": spec.data_id,
+            "wrappers": spec.wrappers}
+
+
+def independent_shadow(spec: ModelSpec, data: ImageSet, *, steps: int, seed: int, device: torch.device,
+                       batch_size: int = 128, cache_dir: Path | None = None, progress: bool = False) -> nn.Module:
+    """``spec``'s architecture trained from scratch on ``data`` with its true labels (seeded init and order)."""
+    def build() -> nn.Module:
+        seed_everything(seed)
+        model = build_module(spec)
+        train(model, data, _train_config(spec, steps, batch_size), seed=seed, device=device,
+              desc=f"independent shadow s{seed}", progress=progress)
+        return model
+
+    key = {"kind": "independent", **_spec_key(spec), "n": len(data), "steps": steps, "bs": batch_size, "seed": seed}
+    return _cached(cache_dir, key, spec, build, device)
+
+
+def distilled_shadow(teacher: nn.Module, spec: ModelSpec, data: ImageSet, *, steps: int, seed: int,
+                     device: torch.device, temperature: float = 1.0, batch_size: int = 128,
+                     cache_dir: Path | None = None, progress: bool = False) -> nn.Module:
+    """A fresh model of ``spec`` trained to match ``teacher``'s softmax outputs on ``data`` (labels unused)."""
+    teacher = teacher.to(device).eval()
+
+    def kd_loss(model: nn.Module, x: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = F.softmax(teacher(x) / temperature, dim=1)
+        return F.kl_div(F.log_softmax(model(x) / temperature, dim=1), target, reduction="batchmean")
+
+    def build() -> nn.Module:
+        seed_everything(seed)
+        model = build_module(spec)
+        train(model, data, _train_config(spec, steps, batch_size), seed=seed, device=device, loss_fn=kd_loss,
+              desc=f"distilled shadow s{seed}", progress=progress)
+        return model
+
+    key = {"kind": "distilled", "teacher": module_digest(teacher), **_spec_key(spec), "n": len(data),
+           "steps": steps, "bs": batch_size, "seed": seed, "T": temperature}
+    return _cached(cache_dir, key, spec, build, device)
+
+
+@torch.no_grad()
+def magnitude_prune_(model: nn.Module, fraction: float) -> nn.Module:
+    """Zero the ``fraction`` smallest-magnitude weights of every conv and linear layer, in place."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight
+            k = int(fraction * w.numel())
+            if k > 0:
+                cut = w.abs().flatten().kthvalue(k).values
+                w.masked_fill_(w.abs() <= cut, 0.0)
+    return model
+
+
+@torch.no_grad()
+def weight_noise_(model: nn.Module, scale: float, generator: torch.Generator) -> nn.Module:
+    """Add Gaussian noise of ``scale`` x each layer's weight std to every conv and linear weight, in place."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight
+            noise = torch.randn(w.shape, generator=generator).to(w.device)
+            w.add_(noise * (scale * float(w.std())))
+    return model
+
+
+def pirated_shadow(owner: nn.Module, spec: ModelSpec, kind: str, *, seed: int, device: torch.device,
+                   data: ImageSet | None = None, steps: int = 50, lr: float = 0.01, prune_fraction: float = 0.3,
+                   noise_scale: float = 0.1, batch_size: int = 128, cache_dir: Path | None = None,
+                   progress: bool = False) -> nn.Module:
+    """A copy of ``owner`` modified as a thief would: ``finetune`` (a few SGD steps on ``data``), ``prune``
+    (magnitude pruning of ``prune_fraction``) or ``noise`` (Gaussian weight noise). The owner is not touched."""
+    if kind not in PIRATE_KINDS:
+        raise ConfigError(f"unknown pirated shadow kind '{kind}'; valid kinds: {', '.join(PIRATE_KINDS)}")
+    if kind == "prune":
+        return magnitude_prune_(copy.deepcopy(owner).to(device), prune_fraction).eval()
+    if kind == "noise":
+        return weight_noise_(copy.deepcopy(owner).to(device), noise_scale, torch.Generator().manual_seed(seed)).eval()
+    if data is None:
+        raise ConfigError("pirated_shadow(kind='finetune') needs the owner's data")
+
+    def build() -> nn.Module:
+        seed_everything(seed)
+        model = copy.deepcopy(owner)
+        train(model, data, TrainConfig(steps=steps, batch_size=batch_size, lr=lr), seed=seed, device=device,
+              desc=f"fine-tuned shadow s{seed}", progress=progress)
+        return model
+
+    key = {"kind": "finetune", "owner": module_digest(owner), **_spec_key(spec), "n": len(data), "steps": steps,
+           "lr": lr, "bs": batch_size, "seed": seed}
+    return _cached(cache_dir, key, spec, build, device)
+
+
+def shadow_seeds(base: int, tag: str, n: int) -> list[int]:
+    """``n`` seeds for shadows, derived from the method's seed and a tag, far from the zoo's small root seeds."""
+    return [1_000_003 + int(stable_hash([base, tag, i], 8), 16) % (2**30) for i in range(n)]

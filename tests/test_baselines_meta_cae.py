@@ -1,0 +1,130 @@
+"""MetaFinger and CAE (shadow-model baselines) and their shared shadow helpers, on the ci zoo.
+
+Small settings (few shadows, few steps) keep these to about a minute of CPU; the configs' defaults are larger.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fpbench.api import ConfigError, MethodContext, NotApplicable
+from fpbench.config import load_option
+from fpbench.registry import method_class
+from fpbench.shadows import independent_shadow, module_digest, pirated_shadow
+from fpbench.subject import ModelSubject
+
+SMALL = {
+    "metafinger": {"queries": 20, "candidates": 40, "epochs": 4, "n_independent": 2, "shadow_steps": 40,
+                   "finetune_steps": 20},
+    "cae": {"queries": 30, "candidates": 60, "steps": 20, "n_surrogates": 2, "n_references": 2, "shadow_steps": 40},
+}
+
+
+def make(name: str, zoo, workdir: Path, **override):
+    cfg = load_option("method", name)
+    cls = method_class(cfg.get("impl", cfg["name"]))
+    ctx = MethodContext(data=zoo.data, device=torch.device("cpu"), seed=0, workdir=workdir, progress=False)
+    return cls({**cfg.get("params", {}), **SMALL[name], **override}, ctx)
+
+
+@pytest.fixture(scope="module")
+def trio(ci_zoo):
+    """(owner, fine-tuned child, independent of the same architecture) as subjects."""
+    roots = ci_zoo.roots()
+    owner = roots[0]
+    indep = next(r for r in roots if r.spec.arch == owner.spec.arch and r.id != owner.id)
+    child = ci_zoo.child(owner, "finetune")
+    return ci_zoo.subject(owner), ci_zoo.subject(child), ci_zoo.subject(indep)
+
+
+@pytest.fixture(scope="module")
+def fingerprints(ci_zoo, trio, tmp_path_factory):
+    """One fingerprint per method (built once for the module) and the method that made it."""
+    out = {}
+    for name in SMALL:
+        m = make(name, ci_zoo, tmp_path_factory.mktemp(name))
+        out[name] = (m, m.fingerprint(trio[0]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_child_scores_above_independent(name, trio, fingerprints):
+    owner, child, indep = trio
+    m, fp = fingerprints[name]
+    s_owner, s_child, s_indep = m.score(fp, owner), m.score(fp, child), m.score(fp, indep)
+    assert s_owner == 1.0  # the fingerprint's labels are the owner's own answers
+    assert s_child > s_indep, (name, s_child, s_indep)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_fingerprint_deterministic_from_scratch(name, ci_zoo, trio, fingerprints, tmp_path):
+    """A fresh scratch dir retrains every shadow: same seed -> the same fingerprint, bit for bit."""
+    again = make(name, ci_zoo, tmp_path).fingerprint(trio[0])
+    fp = fingerprints[name][1]
+    assert fp.tensors.keys() == again.tensors.keys()
+    for k in fp.tensors:
+        assert torch.equal(fp.tensors[k], again.tensors[k]), k
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_query_budget_is_what_score_sends(name, trio, fingerprints):
+    _, child, _ = trio
+    m, fp = fingerprints[name]
+    assert len(fp.tensors["x"]) == SMALL[name]["queries"]
+    before = child.query_count
+    m.score(fp, child)
+    assert child.query_count - before == SMALL[name]["queries"]
+    params = load_option("method", name)["params"]
+    assert params["query_budget"] == params["queries"]  # the config declares exactly what score() sends
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_other_class_count_not_applicable(name, trio, fingerprints):
+    owner, child, _ = trio
+    m, _ = fingerprints[name]
+    spec = dataclasses.replace(child.spec, num_classes=5, class_names=child.spec.class_names[:5])
+    other = ModelSubject("five-classes", nn.Identity(), spec, torch.device("cpu"))
+    with pytest.raises(NotApplicable, match="5 classes"):
+        m.check_applicable(owner, other)
+    m.check_applicable(owner, child)  # same class count: applicable
+
+
+def test_bad_params_named(ci_zoo, tmp_path):
+    with pytest.raises(ConfigError, match="eps"):
+        make("cae", ci_zoo, tmp_path, eps=0)
+    with pytest.raises(ConfigError, match="pirates"):
+        make("metafinger", ci_zoo, tmp_path, pirates=["steal"])
+    with pytest.raises(ConfigError, match="candidates"):
+        make("metafinger", ci_zoo, tmp_path, candidates=5, queries=10)
+
+
+def test_pirated_shadows_modify_a_copy(trio):
+    owner = trio[0]
+    before = module_digest(owner.model)
+    pruned = pirated_shadow(owner.model, owner.spec, "prune", seed=0, device=torch.device("cpu"), prune_fraction=0.3)
+    for m in pruned.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.numel() >= 100:
+            assert (m.weight == 0).float().mean() >= 0.29
+    noisy = pirated_shadow(owner.model, owner.spec, "noise", seed=0, device=torch.device("cpu"))
+    assert module_digest(noisy) != before
+    assert module_digest(owner.model) == before  # the owner itself is never touched
+
+
+def test_independent_shadow_cached_and_seeded(ci_zoo, trio, tmp_path):
+    owner = trio[0]
+    data = ci_zoo.data.split("train_a")
+    kw = {"steps": 5, "device": torch.device("cpu"), "cache_dir": tmp_path}
+    a = independent_shadow(owner.spec, data, seed=7, **kw)
+    files = list((tmp_path / "shadows").glob("*.safetensors"))
+    assert len(files) == 1
+    b = independent_shadow(owner.spec, data, seed=7, **kw)  # loaded from the cache, not retrained
+    assert module_digest(a) == module_digest(b)
+    assert list((tmp_path / "shadows").glob("*.safetensors")) == files
+    c = independent_shadow(copy.deepcopy(owner.spec), data, seed=8, **kw)
+    assert module_digest(c) != module_digest(a)
