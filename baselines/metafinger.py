@@ -59,10 +59,10 @@ class MetaFinger(Method):
         p = self.params
         require(int(p.get("queries", 100)) >= 1, "queries", "must be >= 1")
         require(int(p.get("candidates", 200)) >= int(p.get("queries", 100)), "candidates", "must be >= queries")
-        require(int(p.get("epochs", 10)) >= 1, "epochs", "must be >= 1")
+        require(int(p.get("epochs", 15)) >= 1, "epochs", "must be >= 1")
         require(float(p.get("lr", 0.01)) > 0, "lr", "must be > 0")
         require(float(p.get("alpha", 1.0)) >= 0, "alpha", "must be >= 0")
-        require(int(p.get("n_independent", 2)) >= 1, "n_independent", "need at least one independent shadow")
+        require(int(p.get("n_independent", 4)) >= 1, "n_independent", "need at least one independent shadow")
         require(int(p.get("n_sample", 2)) >= 1, "n_sample", "must be >= 1")
         kinds = list(p.get("pirates", list(PIRATE_KINDS)))
         require(len(kinds) >= 1 and all(k in PIRATE_KINDS for k in kinds), "pirates",
@@ -90,7 +90,7 @@ class MetaFinger(Method):
         ]
         independents = [
             independent_shadow(owner.spec, data, steps=int(p.get("shadow_steps", 100)), seed=s, **common)
-            for s in shadow_seeds(ctx.seed, "metafinger-independent", int(p.get("n_independent", 2)))
+            for s in shadow_seeds(ctx.seed, "metafinger-independent", int(p.get("n_independent", 4)))
         ]
         # Model augmentation of the negatives (as the authors do): pruned copies enlarge the independent pool.
         independents += [pirated_shadow(m, owner.spec, "prune", seed=0, device=ctx.device) for m in list(independents)]
@@ -104,7 +104,7 @@ class MetaFinger(Method):
         alpha = float(p.get("alpha", 1.0))
         x = x0.clone().requires_grad_(True)
         opt = torch.optim.Adam([x], lr=float(p.get("lr", 0.01)))
-        for _ in range(int(p.get("epochs", 10))):
+        for _ in range(int(p.get("epochs", 15))):
             for a in torch.randperm(len(pirates), generator=g).tolist():
                 xt = random_input_transform(x, g)
                 anchor = pirates[a](xt)
