@@ -144,7 +144,15 @@ class Method(abc.ABC):
         return None if budget is None else int(budget)
 
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
-        """Raise NotApplicable when this method cannot score this pair (default: it always can)."""
+        """Raise NotApplicable when this method cannot score this pair.
+
+        Default: a method that compares the suspect's labels with the owner's needs both to predict the same
+        classes (a transfer-learned child answers in another label space); every other pair can be scored.
+        """
+        if self.access == "black-box labels" and list(owner.spec.class_names) != list(suspect.spec.class_names):
+            raise NotApplicable(
+                f"{self.name} compares predicted labels, but the suspect's label space ({suspect.spec.num_classes} "
+                f"classes) is not the owner's ({owner.spec.num_classes} classes)")
 
     @abc.abstractmethod
     def fingerprint(self, owner: Subject) -> Fingerprint: ...

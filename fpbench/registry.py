@@ -35,6 +35,8 @@ TRANSFORMS: dict[str, str] = {
     "partial": "transforms.partial:Partial",
     "advtrain": "transforms.advtrain:AdvTrain",
     "distill": "transforms.distill:Distill",
+    "lora": "transforms.lora:LoRA",
+    "finetune_transfer": "transforms.transfer:FineTuneTransfer",
 }
 
 

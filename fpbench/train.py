@@ -23,6 +23,19 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
     return F.cross_entropy(model(x), y)
 
 
+def frozen_statistics_loss(train_mode: nn.Module | None = None) -> LossFn:
+    """Cross-entropy with the model in eval mode except ``train_mode``: when only a head or adapters train,
+    the frozen layers' BatchNorm running statistics must not drift either (``train`` sets train mode)."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        model.eval()
+        if train_mode is not None:
+            train_mode.train()
+        return F.cross_entropy(model(x), y)
+
+    return loss
+
+
 @dataclass
 class TrainConfig:
     steps: int

@@ -38,8 +38,10 @@ def dense_weight(module: nn.Module) -> torch.Tensor | None:
     if weight is None or not isinstance(weight, torch.Tensor) or weight.ndim < 2:
         return None
     cls = type(weight).__name__
-    if cls == "Int8Params" and getattr(weight, "SCB", None) is not None:  # bitsandbytes LLM.int8
-        return (weight.data.float() * weight.SCB.float().view(-1, 1) / 127.0).cpu()
+    if cls == "Int8Params":  # bitsandbytes LLM.int8: after a forward pass the row scales move to module.state
+        scb = weight.SCB if getattr(weight, "SCB", None) is not None else getattr(getattr(module, "state", None), "SCB", None)
+        if scb is not None:
+            return (weight.data.float() * scb.float().view(-1, 1) / 127.0).cpu()
     if cls == "Params4bit":  # bitsandbytes NF4 / FP4
         import bitsandbytes.functional as bnbf
 

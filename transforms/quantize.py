@@ -1,15 +1,32 @@
-"""Weight quantization: per-output-channel symmetric k-bit rounding of conv and linear weights.
+"""Weight quantization: linear layers through bitsandbytes or torchao, convolutions through our own quantizer.
 
-This is the project's own quantizer (fake-quant: weights snapped to 2^k - 1 levels per channel and
-kept in float), used for convolutions, which bitsandbytes and torchao do not replace.
+``backend`` chooses what quantizes the ``nn.Linear`` layers:
+
+- ``bitsandbytes``: LLM.int8 (``Linear8bitLt``, 8 bits) or NF4/FP4 (``Linear4bit``, 4 bits). Their
+  state dicts round-trip through safetensors, so the child is stored with its weights and
+  ``ModelSpec.wrappers`` tells the loader to rebuild the bitsandbytes layers (``fpbench.wrappers``).
+- ``torchao``: weight-only int8 (``Int8WeightOnlyConfig``) or int1..int7 (``IntxWeightOnlyConfig``,
+  per output channel). torchao keeps the codes in tensor subclasses that safetensors cannot store, so
+  a torchao child is kept ``cheap``: stored as its recipe and re-applied on load (quantization is
+  deterministic and takes milliseconds).
+- ``own``: every layer through our quantizer below.
+
+Convolutions always go through our per-output-channel symmetric k-bit quantizer (fake-quant: weights
+snapped to 2^k - 1 levels per channel and kept in float), because bitsandbytes and torchao only
+replace ``nn.Linear``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
+
+# Bit widths each library quantizes linear layers to (torchao: Int8WeightOnly, IntxWeightOnly int1..int7).
+LIBRARY_BITS = {"bitsandbytes": (8, 4), "torchao": tuple(range(1, 9)), "own": tuple(range(2, 9))}
 
 
 @torch.no_grad()
@@ -20,19 +37,65 @@ def quantize_per_channel_(weight: torch.Tensor, bits: int) -> None:
     flat.copy_((flat / scale).round().clamp(-qmax, qmax) * scale)
 
 
+def _torchao_config(bits: int) -> Any:
+    from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig
+    from torchao.quantization.granularity import PerAxis
+
+    if bits == 8:
+        return Int8WeightOnlyConfig()
+    # Int4WeightOnlyConfig has no CPU kernel; IntxWeightOnlyConfig does int1..int7 per output channel on CPU.
+    return IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=PerAxis(0))
+
+
+def _quantize_linears_torchao(model: nn.Module, names: list[str], bits: int) -> None:
+    from torchao.quantization import quantize_
+
+    chosen = set(names)
+    quantize_(model, _torchao_config(bits), filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn in chosen)
+
+
 class Quantize(Transform):
     name = "quantize"
+    version = "2"  # v2: linears through bitsandbytes/torchao (backend); v1 was our quantizer everywhere
     cheap = True
 
     def validate(self) -> None:
         bits = self.params.get("bits")
         require(isinstance(bits, int) and 2 <= bits <= 8, "bits", f"must be an integer in 2..8, got {bits!r}")
+        backend = self.params.get("backend", "own")
+        require(backend in LIBRARY_BITS, "backend", f"must be one of {', '.join(LIBRARY_BITS)}, got {backend!r}")
+        require(bits in LIBRARY_BITS[backend], "bits",
+                f"backend {backend} quantizes linears to {LIBRARY_BITS[backend]} bits, not {bits}; "
+                "choose another backend (torchao does 2..8, own does 2..8)")
+        quant_type = self.params.get("quant_type", "nf4")
+        require(quant_type in ("nf4", "fp4"), "quant_type", f"bitsandbytes 4-bit is nf4 or fp4, got {quant_type!r}")
+        # bitsandbytes layers round-trip through a state dict (stored); torchao tensor subclasses do not (recipe).
+        self.cheap = backend != "bitsandbytes"
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
+        from fpbench.wrappers import bnb_linear, replace_module
+
         bits = int(self.params["bits"])
-        n = 0
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                quantize_per_channel_(m.weight.data, bits)
-                n += 1
-        return TransformResult(model, spec, {"bits": bits, "quantized_layers": n})
+        backend = self.params.get("backend", "own")
+        quant_type = self.params.get("quant_type", "nf4")
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
+        for conv in convs:
+            quantize_per_channel_(conv.weight.data, bits)
+        info: dict[str, Any] = {"bits": bits, "backend": backend, "conv_backend": "own", "quantized_convs": len(convs),
+                                "quantized_linears": len(linears), "quantized_layers": len(convs) + len(linears)}
+        if backend == "own":
+            for name in linears:
+                quantize_per_channel_(model.get_submodule(name).weight.data, bits)
+            return TransformResult(model, spec, info)
+        if backend == "torchao":
+            _quantize_linears_torchao(model, linears, bits)
+            info["linear_format"] = "int8_weight_only" if bits == 8 else f"intx_weight_only_int{bits}_per_axis"
+            return TransformResult(model, spec, info)
+        for name in linears:
+            replace_module(model, name, bnb_linear(model.get_submodule(name), bits, quant_type, ctx.device))  # type: ignore[arg-type]
+        info["linear_format"] = "llm_int8" if bits == 8 else quant_type
+        wrapper = {"kind": "quantize", "backend": "bitsandbytes", "bits": bits, "quant_type": quant_type,
+                   "modules": linears}
+        child_spec = ModelSpec.from_dict({**spec.to_dict(), "wrappers": [*spec.wrappers, wrapper]})
+        return TransformResult(model.to(ctx.device), child_spec, info)
