@@ -41,4 +41,7 @@ SECTIONS: list[Section] = [
             "of verified steps; direct: the ancestor's signature on the query)", "fpbench.lineage.report:claims_section"),
     Section("lineage_reconstruction", "Lineage reconstruction: parents recovered by a maximum spanning arborescence "
             "of the pairwise scores", "fpbench.lineage.report:reconstruction_section", figures=["family_tree.png"]),
+    Section("attacks", "Attacks (seed paper sec. IV-C): TPR and task-accuracy cost under the adaptive removal attack, "
+            "accuracy cost at which verification fails, forgery claims accepted, ambiguity (partial transformations)",
+            "fpbench.cmf.attack_report:attacks_table", figures=["ambiguity.png"]),
 ]

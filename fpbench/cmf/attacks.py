@@ -1,0 +1,238 @@
+"""The seed paper's attack scenarios (sec. IV-C, promised and not reported), run against every method that
+applies: ``python -m fpbench.cmf.attacks [zoo=ci] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]``.
+
+- removal: cells of each method under the adaptive removal attack (``cmf_remove*``: noise on every singular
+  value, 1/10/100 x alpha, and 100 x alpha with a recovery fine-tune). Per positive pair: verified or not, and
+  the task-accuracy cost (owner accuracy - attacked child accuracy).
+- forgery: false ownership claims. (a) an adversary's independent model (for the embedded mode: protected
+  with the adversary's own secret) claims the owner's model; (b) an adversary steals the owner's model, makes
+  a copy of their own (a fine-tune; for the embedded mode: embeds their own signature into it) and claims the
+  *owner's* model derives from that copy; (c) embedded mode only, an adversary who knows the mechanism builds a
+  fake "original" W_fake = U (Σ' - α s_adv) Vᵀ from the owner's published model and claims it, then both
+  sides test the other's original (the dispute a court would run).
+- ambiguity: cells under partial transformations (``partial_reinit*``: a fraction of the layers replaced
+  and retrained) -- verification as a function of the fraction changed.
+
+Cells go through the ordinary runner (records under ``records/<zoo>/<method>/<transform>.parquet``, cached);
+the per-scenario rows are written to ``records/<zoo>/_attacks/{removal,forgery,ambiguity}.parquet``, which the
+report's attacks section reads (``fpbench.cmf.attack_report``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from fpbench.api import Fingerprint, Method, MethodContext, NotApplicable
+from fpbench.config import load_option
+from fpbench.records import write_cell
+from fpbench.registry import method_class
+from fpbench.run import CellSpec, run_cell
+from fpbench.spectral import rademacher, shift_singular_values, top_singular_values
+from fpbench.utils import configure_threads, resolve_device
+from fpbench.zoo.build import Zoo, ZooModel, transform_config
+
+log = logging.getLogger("fpbench.attacks")
+METHODS = ["cmf", "cmf_embedded", "sac", "modeldiff", "cka", "weightcos"]
+REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
+AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
+ADVERSARY_SECRET = 666  # the forger's own secret (any value other than the owner's)
+USAGE = "usage: python -m fpbench.cmf.attacks [zoo=ci] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]"
+
+
+def attacks_dir(runs_dir: Path | str, zoo: str) -> Path:
+    return Path(runs_dir) / "records" / zoo / "_attacks"
+
+
+class AttackRunner:
+    def __init__(self, zoo: str, runs_dir: Path, methods: list[str], device: str = "auto", seed: int = 0) -> None:
+        self.zoo_cfg = load_option("zoo", zoo)
+        self.runs_dir = Path(runs_dir)
+        self.methods = {m: load_option("method", m) for m in methods}
+        self.seed = seed
+        self.device = device
+        self.zoo = Zoo(self.zoo_cfg, self.runs_dir, resolve_device(device), seed=seed, progress=False)
+
+    # ------------------------------------------------------------------ cells (removal, ambiguity)
+    def cell(self, method: str, transform: str) -> pd.DataFrame:
+        spec = CellSpec(zoo_cfg=self.zoo_cfg, method_cfg=self.methods[method], transform_cfg=transform_config(transform),
+                        seed=self.seed, runs_dir=self.runs_dir, device=self.device, progress=False)
+        df, summary, cached = run_cell(spec)
+        log.info("%s x %s: %s%s", method, transform, summary.get("status"), " (cached)" if cached else "")
+        return df
+
+    def pair_rows(self, transforms: list[str], part: str) -> pd.DataFrame:
+        """Every scored pair of the attack cells, with the accuracy the attack cost the child."""
+        rows = []
+        for method in self.methods:
+            for t in transforms:
+                df = self.cell(method, t)
+                ok = df[(df["status"] == "ok") & (df["role"] == "pair")]
+                for r in ok.itertuples():
+                    rows.append({"part": part, "method": method, "attack": t, "owner": r.owner, "suspect": r.suspect,
+                                 "label": int(r.label), "score": float(r.score), "threshold": float(r.threshold),
+                                 "verified": int(r.decision),
+                                 "accuracy_cost": float(r.owner_accuracy - r.suspect_accuracy)})
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ forgery
+    def _method(self, name: str) -> Method:
+        cfg = self.methods[name]
+        workdir = self.runs_dir / "cache" / "methods" / self.zoo_cfg["name"] / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = MethodContext(data=self.zoo.data, device=self.zoo.device, seed=self.seed, workdir=workdir, progress=False)
+        return method_class(cfg.get("impl", cfg["name"]))(cfg.get("params", {}), ctx)
+
+    def _owner(self, zm: ZooModel) -> Any:
+        subject = self.zoo.subject(zm)
+        subject.owner_private = dict(zm.meta.get("info", {}).get("owner_private") or {})
+        return subject
+
+    def _score(self, method: Method, fp: Fingerprint, owner: ZooModel, suspect: ZooModel) -> float | None:
+        """The method's score, or None when it cannot score this pair (as the runner records n/a)."""
+        subject = self.zoo.subject(suspect)
+        try:
+            method.check_applicable(self.zoo.subject(owner), subject)
+            subject.query_budget = method.query_budget
+            return float(method.score(fp, subject))
+        except NotApplicable:
+            return None
+
+    def forgery_rows(self) -> pd.DataFrame:
+        return pd.DataFrame([row for name in self.methods for row in self._forgery(name)])
+
+    def _forgery(self, name: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        roots = self.zoo.roots()
+        cfg = self.methods[name]
+        method = self._method(name)
+        protect = cfg.get("protect")
+        owned = [self.zoo.child(r, protect) if protect else r for r in roots]  # the models owners publish
+
+        def row(scenario: str, adversary: str, victim: str, score: float | None) -> None:
+            if score is not None:
+                    rows.append({"part": "forgery", "method": name, "scenario": scenario, "adversary": adversary,
+                             "victim": victim, "score": score, "threshold": method.threshold,
+                             "claim_accepted": int(score >= method.threshold)})
+
+        # (a) every other owner's model (own secret when embedded) claims each victim's model.
+        fps = {a.id: method.fingerprint(self._owner(a)) for a in owned}
+        for adv in owned:
+            for victim in owned:
+                if adv.root_id != victim.root_id:
+                    row("independent claims", adv.id, victim.id, self._score(method, fps[adv.id], adv, victim))
+        # (b) a stolen copy of the victim's model claims the victim's model.
+        for victim in owned:
+            if protect:  # the forger embeds a signature of their own into the stolen model
+                tcfg = transform_config(protect)
+                tcfg = {**tcfg, "name": f"{tcfg['name']}_forger",
+                        "params": {**tcfg["params"], "secret": ADVERSARY_SECRET}}
+                copy = self.zoo.child(victim, tcfg)
+            else:
+                copy = self.zoo.child(victim, "finetune")
+            row("stolen copy claims the original", copy.id, victim.id,
+                self._score(method, method.fingerprint(self._owner(copy)), copy, victim))
+        if protect and cfg.get("params", {}).get("mode") == "embedded":
+            rows.extend(self._inversion_rows(name, method, roots, owned))
+        return rows
+
+    def _inversion_rows(self, name: str, method: Method, roots: list[ZooModel], owned: list[ZooModel]) -> list[dict]:
+        """(c) The forger computes a fake original from the published model and claims it (Craver et al. 1998's
+        invertibility attack on watermarks), then the dispute: whose signature is in whose original?"""
+        out = []
+        for i, (root, victim) in enumerate(zip(roots, owned, strict=True)):
+            secret = victim.meta["info"]["owner_private"]["cmf_signature"]
+            alpha = float(secret["alpha"])
+            s_adv = rademacher(ADVERSARY_SECRET * 7919 + i, len(secret["s"]))
+            published = self.zoo.load_module(victim)
+            weights = dict(published.trunk.named_parameters())  # type: ignore[attr-defined]
+            fake = self.zoo.load_module(victim)
+            fake_weights = dict(fake.trunk.named_parameters())  # type: ignore[attr-defined]
+            matrices = []
+            with torch.no_grad():
+                for m in secret["matrices"]:  # any matrices would do; the forger reuses the same layout
+                    seg = s_adv[m["start"] : m["start"] + m["length"]]
+                    fake_weights[m["name"]].copy_(shift_singular_values(weights[m["name"]].detach().cpu(), -alpha * seg))
+                    sigma = top_singular_values(fake_weights[m["name"]].detach().cpu(), m["length"])
+                    matrices.append({**m, "sigma": sigma.tolist()})
+            forged = {"cmf_signature": {"alpha": alpha, "s": s_adv.tolist(), "matrices": matrices}}
+            forger = self.zoo.subject(victim)  # the forger presents the same model with a forged secret
+            forger.owner_private = forged
+            fp_forger = method.fingerprint(forger)
+            fp_owner = method.fingerprint(self._owner(victim))
+            fake_subject = _module_subject(self.zoo, victim, fake, "fake-original")
+            original = self.zoo.subject(root)  # the owner's real, unprotected original
+            base = {"part": "forgery", "method": name, "adversary": f"{victim.id}/inverted", "victim": victim.id,
+                    "threshold": method.threshold}
+            for scenario, score in (
+                ("inversion: forger's claim on the published model", method.score(fp_forger, self.zoo.subject(victim))),
+                ("inversion: owner's signature in the forger's fake original", method.score(fp_owner, fake_subject)),
+                ("inversion: forger's signature in the owner's original", method.score(fp_forger, original)),
+            ):
+                out.append({**base, "scenario": scenario, "score": float(score),
+                            "claim_accepted": int(score >= method.threshold)})
+        return out
+
+    # ------------------------------------------------------------------ all
+    def run(self, parts: list[str]) -> dict[str, Path]:
+        out = attacks_dir(self.runs_dir, self.zoo_cfg["name"])
+        written = {}
+        for part in parts:
+            t0 = time.perf_counter()
+            if part == "removal":
+                df = self.pair_rows(REMOVAL, "removal")
+            elif part == "ambiguity":
+                df = self.pair_rows(AMBIGUITY, "ambiguity")
+                fractions = {t: transform_config(t)["params"]["fraction"] for t in AMBIGUITY}
+                df["fraction"] = df["attack"].map(fractions)
+            else:
+                df = self.forgery_rows()
+            df["zoo"] = self.zoo_cfg["name"]
+            path = out / f"{part}.parquet"
+            write_cell(path, df)
+            written[part] = path
+            log.info("%s: %d rows in %.0f s -> %s", part, len(df), time.perf_counter() - t0, path)
+        return written
+
+
+def _module_subject(zoo: Zoo, like: ZooModel, module: torch.nn.Module, tag: str) -> Any:
+    from fpbench.subject import ModelSubject
+
+    return ModelSubject(f"{like.id}/{tag}", module, like.spec, zoo.device)
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    opts = {"zoo": "ci", "runs_dir": "runs", "methods": ",".join(METHODS), "parts": "removal,forgery,ambiguity",
+            "device": "auto"}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in opts:
+            print(f"error: unknown argument '{arg}'\n{USAGE}", file=sys.stderr)
+            return 2
+        opts[key] = value
+    parts = opts["parts"].split(",")
+    bad = [p for p in parts if p not in ("removal", "forgery", "ambiguity")]
+    if bad:
+        print(f"error: unknown part(s) {bad}; valid: removal, forgery, ambiguity", file=sys.stderr)
+        return 2
+    configure_threads()
+    runner = AttackRunner(opts["zoo"], Path(opts["runs_dir"]), opts["methods"].split(","), device=opts["device"])
+    for part, path in runner.run(parts).items():
+        print(f"{part}: {path}")
+    from fpbench.cmf.attack_report import attacks_table
+
+    table = attacks_table(Path(opts["runs_dir"]), opts["zoo"], None)
+    if table is not None:
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
