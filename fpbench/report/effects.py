@@ -42,6 +42,8 @@ def effects_table(models: pd.DataFrame) -> pd.DataFrame:
     })
     out = frame.groupby("transform", sort=True).mean().reset_index()
     out["n"] = frame.groupby("transform", sort=True).size().to_numpy()
+    if (out["bits"] == out["bits"].round()).all():  # whole bit widths print as integers
+        out["bits"] = out["bits"].astype(int)
     return out[COLUMNS]
 
 
