@@ -51,9 +51,9 @@ bench: setup  ## measure cold/warm grid time, build and verify times; writes BEN
 	@test -f scripts/bench.py || { echo "make bench: scripts/bench.py is not written yet (issue 7 is open)"; exit 2; }
 	$(PY) scripts/bench.py --zoo $(ZOO) $(if $(SECTIONS),--sections $(SECTIONS))
 
-transfer: setup  ## fingerprint transfer (vision + language tracks); results feed `make tables`
-	@test -d fpbench/transfer || { echo "make transfer: fpbench.transfer is not written yet (issue 6 is open)"; exit 2; }
-	$(PY) -m fpbench.transfer runs_dir=$(RUNS)
+transfer: setup  ## fingerprint transfer (vision + language tracks); TRACK=vision|language LAMBDA=1.0; feeds `make tables`
+	$(PY) -m fpbench.transfer runs_dir=$(RUNS) $(if $(TRACK),track=$(TRACK)) $(if $(LAMBDA),lambda=$(LAMBDA)) $(if $(TRANSFER_CONFIG),config=$(TRANSFER_CONFIG))
+	@echo "transfer tables: $(RUNS)/tables/transfer*.md; records: $(RUNS)/records/transfer/"
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check .

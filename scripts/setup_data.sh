@@ -4,7 +4,12 @@
 set -u
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${FPBENCH_FASHION_MNIST:-}" ] || need+=(dataset-fashion-mnist)
-[ -d /usr/share/games/fortunes ] || need+=(fortunes fortunes-de)
+# fortunes: English (the language track's base corpus); de, it, es: its downstream corpora
+fortunes=/usr/share/games/fortunes
+[ -f $fortunes/cookie ] || need+=(fortunes)
+[ -d $fortunes/de ] || need+=(fortunes-de)
+[ -d $fortunes/it ] || need+=(fortunes-it)
+[ -d $fortunes/es ] || need+=(fortunes-es)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
@@ -13,6 +18,7 @@ if command -v apt-get >/dev/null 2>&1; then
   $sudo apt-get update -qq >/dev/null 2>&1 || true
   if $sudo apt-get install -y -qq "${need[@]}" >/dev/null 2>&1; then exit 0; fi
 fi
-echo "warning: could not install ${need[*]}; the tiny zoo needs Fashion-MNIST:" >&2
+echo "warning: could not install ${need[*]}; the tiny zoo needs Fashion-MNIST, the transfer language track fortunes:" >&2
 echo "  apt-get install dataset-fashion-mnist, or set FPBENCH_FASHION_MNIST to a folder with its four idx .gz files" >&2
+echo "  apt-get install fortunes fortunes-de fortunes-it fortunes-es, or set FPBENCH_FORTUNES to a folder of fortune files" >&2
 exit 0

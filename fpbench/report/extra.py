@@ -44,4 +44,9 @@ SECTIONS: list[Section] = [
     Section("attacks", "Attacks (seed paper sec. IV-C): TPR and task-accuracy cost under the adaptive removal attack, "
             "accuracy cost at which verification fails, forgery claims accepted, ambiguity (partial transformations)",
             "fpbench.cmf.attack_report:attacks_table", figures=["ambiguity.png"]),
+    Section("transfer", "Fingerprint transfer (FP-VEC): transfer vs direct injection vs inheritance, mean over downstream "
+            "models (FSR clean and after fine-tuning, pruning, quantization, merging; quality change; training s per "
+            "model)", "fpbench.transfer.report:summary_section"),
+    Section("transfer_lambda", "Fingerprint transfer: effect of lambda", "fpbench.transfer.report:lambda_section"),
+    Section("transfer_models", "Fingerprint transfer: every downstream model", "fpbench.transfer.report:models_section"),
 ]
