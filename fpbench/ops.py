@@ -76,3 +76,44 @@ def pgd_attack(
                 adv = x0 + delta * factor.view(-1, *[1] * (delta.ndim - 1))
             adv = adv.clamp(0, 1)
     return adv.detach()
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Knowledge-distillation loss (Hinton et al. 2015): KL(teacher_T || student_T) * T^2 on softmax(logits / T)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    log_target=True, reduction="batchmean") * (t * t)
+
+
+def universal_perturbation(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One input-agnostic L-inf perturbation ``v`` ([1, C, H, W], ``|v| <= eps``) that fools ``model`` on ``x``.
+
+    Gradient-based universal adversarial perturbation: signed ascent on the mean cross-entropy of the labels
+    ``y`` over shuffled mini-batches of ``x``, projected onto the eps ball, images kept in [0, 1]. This is the
+    usual PGD simplification of Moosavi-Dezfooli et al.'s (CVPR 2017) DeepFool-based iteration: the same
+    object (one perturbation for the whole distribution), found by a cheaper, batched search.
+    """
+    if eps < 0 or steps < 0 or step_size < 0 or batch_size < 1:
+        raise ValueError("universal_perturbation: eps, step_size, steps must be >= 0 and batch_size >= 1")
+    x = x.detach()
+    v = torch.zeros((1, *x.shape[1:]), device=x.device)
+    for _ in range(steps):
+        order = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        for start in range(0, x.shape[0], batch_size):
+            idx = order[start : start + batch_size]
+            v.requires_grad_(True)
+            loss = F.cross_entropy(model((x[idx] + v).clamp(0, 1)), y[idx])
+            (grad,) = torch.autograd.grad(loss, v)
+            with torch.no_grad():
+                v = (v + step_size * grad.sign()).clamp(-eps, eps)
+    return v.detach()
