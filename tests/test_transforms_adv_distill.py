@@ -183,3 +183,12 @@ def test_effects_table_averages_each_transform_over_its_roots():
     assert q["bits"] == 4 and q["relative change norm"] == pytest.approx(0.2) and q["n"] == 2
     d = table.loc["distill"]
     assert d["bits"] == 32 and math.isnan(d["relative change norm"]) and d["n"] == 1
+
+
+def test_distillation_loss_is_zero_only_when_the_student_matches_the_teacher():
+    from fpbench.ops import distillation_loss
+
+    teacher = torch.randn(8, 10)
+    assert float(distillation_loss(teacher.clone(), teacher, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(teacher + 3.0, teacher, 4.0)) == pytest.approx(0.0, abs=1e-5)  # shift-invariant
+    assert float(distillation_loss(torch.randn(8, 10), teacher, 4.0)) > 0.01

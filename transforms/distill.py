@@ -14,24 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fpbench.api import ConfigError, ModelSpec, Transform, TransformContext, TransformResult, require
 from fpbench.data import ImageSet
 from fpbench.models import build_module
+from fpbench.ops import distillation_loss
 from fpbench.subject import ModelSubject
 from fpbench.train import TrainConfig, accuracy, predict, train
 
 DEFAULTS: dict[str, Any] = {"student_arch": None, "split": "train_c", "queries": None, "temperature": 4.0,
                             "steps": 300, "lr": 0.05, "batch_size": 128, "eval_split": "test"}
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher_T || student_T) * T^2 over temperature-scaled softmaxes (Hinton et al. 2015)."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                    log_target=True, reduction="batchmean") * (t * t)
 
 
 def query_set(split: ImageSet, n: int) -> ImageSet:
