@@ -21,6 +21,8 @@ METHODS: dict[str, str] = {
     "agreement": "baselines.agreement:Agreement",
     "metafinger": "baselines.metafinger:MetaFinger",
     "cae": "baselines.cae:CAE",
+    "ipguard": "baselines.ipguard:IPGuard",
+    "uap": "baselines.uap:UAP",
 }
 
 TRANSFORMS: dict[str, str] = {
