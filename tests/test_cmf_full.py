@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -138,3 +139,32 @@ def test_removal_attack_breaks_embedded_verification_at_an_accuracy_cost(ci_zoo,
     # Noise of the signature's own scale leaves cos ~ 1/sqrt(2); a hundred times that erases it.
     assert s_strong < m.threshold and s_weak > s_strong + 0.3, (s_weak, s_strong)
     assert drop_strong > 0.05, drop_strong  # breaking the signature this way is not free
+
+
+def test_attacks_table_from_hand_made_rows(tmp_path):
+    from fpbench.cmf.attack_report import attacks_table
+    from fpbench.cmf.attacks import attacks_dir
+
+    out = attacks_dir(tmp_path, "ci")
+    out.mkdir(parents=True)
+    rows = []
+    for owner, verified, cost in [("a", (1, 1, 0), (0.0, 0.02, 0.30)), ("b", (1, 0, 0), (0.0, 0.05, 0.40))]:
+        for attack, v, c in zip(["identity", "weak", "strong"], verified, cost, strict=True):
+            rows.append({"method": "m", "attack": attack, "owner": owner, "label": 1, "score": float(v),
+                         "verified": v, "accuracy_cost": c})
+            rows.append({"method": "m", "attack": attack, "owner": owner, "label": 0, "score": 0.0,
+                         "verified": 0, "accuracy_cost": c})
+    pd.DataFrame(rows).to_parquet(out / "removal.parquet")
+    pd.DataFrame([{"method": "m", "scenario": "independent claims", "claim_accepted": a} for a in (0, 0, 1, 0)]
+                 ).to_parquet(out / "forgery.parquet")
+    amb = [{"method": "m", "fraction": f, "label": lab, "score": s, "verified": int(s > 0.5), "accuracy_cost": 0.0}
+           for f, pos in [(0.5, 0.9), (1.0, 0.1)] for lab, s in [(1, pos), (0, 0.3)]]
+    pd.DataFrame(amb).to_parquet(out / "ambiguity.parquet")
+    table = attacks_table(tmp_path, "ci", tmp_path).set_index("method")
+    assert table.loc["m", "TPR weak"] == 0.5 and table.loc["m", "TPR strong"] == 0.0
+    # a breaks only under the strong attack (cost 0.30), b already under the weak one (0.05): median 0.175
+    assert table.loc["m", "acc cost to break (median)"] == pytest.approx(0.175)
+    assert table.loc["m", "owners broken"] == "2/2"
+    assert table.loc["m", "claim accepted: independent claims"] == 0.25
+    assert table.loc["m", "TPR 50% layers replaced"] == 1.0 and table.loc["m", "TPR 100% layers replaced"] == 0.0
+    assert (tmp_path / "ambiguity.png").stat().st_size > 0

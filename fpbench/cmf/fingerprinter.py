@@ -9,7 +9,8 @@ Embedded mode: the owner was protected by the ``cmf_embed`` transform, which add
 singular values of selected matrices and handed the owner its secret (s, α, the matrices' names and
 original singular values) in ``Subject.owner_private``. Verification (eq. 4-5): on the suspect's matrices
 that correspond to those, ŝ = (σ(suspect) − σ(original)) / α, and the score is cos(s, ŝ). A signed matrix
-with no counterpart contributes ŝ_j = 0 (no evidence).
+with no counterpart contributes ŝ_j = 0 (no evidence). ``aggregate: median`` (not in the paper) scores the
+median over matrices of the per-matrix cosines instead, so that a few replaced matrices cannot drown the rest.
 
 Correspondence (eq. 6): ``name`` pairs units of the same name; ``spectral`` pairs them one-to-one by the
 extractor's own similarity (spectra for svd, CKA or activation structure for the others; Hungarian
@@ -48,6 +49,8 @@ class CrossModalFingerprinter(Method):
             raise ConfigError(f"invalid parameter 'extractor': '{ext}'; valid: {', '.join(EXTRACTORS)}")
         if corr not in CORRESPONDENCES:
             raise ConfigError(f"invalid parameter 'correspondence': '{corr}'; valid: {', '.join(CORRESPONDENCES)}")
+        require(p.get("aggregate", "concat") in ("concat", "median"), "aggregate",
+                "embedded-mode aggregation must be 'concat' (the paper's eq. 5) or 'median' (per-matrix cosines)")
         require(mode == "passive" or ext == "svd", "extractor",
                 "the embedded mode reads the signature from singular values: use extractor: svd")
         if ext != "svd":
@@ -123,10 +126,15 @@ class CrossModalFingerprinter(Method):
         matched = self._match(profiles, suspect_sigs, cosine, shapes, {n: list(w.shape) for n, w in weights.items()})
         s = fp.tensors["s"]
         s_hat = torch.zeros_like(s)
+        per_matrix = []
         for m in fp.meta["matrices"]:
-            if m["name"] not in matched:
-                continue
             start, n = int(m["start"]), int(m["length"])
-            sigma = top_singular_values(weights[matched[m["name"]][0]], n).double()
-            s_hat[start : start + n] = (sigma - fp.tensors[f"sigma:{m['name']}"]) / alpha
-        return cosine(s, s_hat)
+            if m["name"] in matched:
+                sigma = top_singular_values(weights[matched[m["name"]][0]], n).double()
+                s_hat[start : start + n] = (sigma - fp.tensors[f"sigma:{m['name']}"]) / alpha
+            per_matrix.append(cosine(s[start : start + n], s_hat[start : start + n]))
+        if self.params.get("aggregate", "concat") == "median":
+            # Not in the paper: one matrix replaced wholesale makes |s_hat| huge on its segment and drowns the
+            # others in the concatenated cosine; the median over matrices ignores a minority of such segments.
+            return float(torch.tensor(per_matrix).median())
+        return cosine(s, s_hat)  # eq. 5 on the concatenated signature (the paper)
