@@ -97,6 +97,12 @@ def test_chain_each_step_a_vertex_with_annotated_edges(ci_zoo) -> None:
     nodes, edges = t.to_frames()
     back = LineageTracker.from_frames(nodes, edges)
     assert [e["params"] for e in back.chain(chained.id)] == [e["params"] for e in chain]
+    # the same graph from what the cell runner records (_models.parquet rows, the chain's alias row included)
+    rows = [{"id": m.id, "root": m.root_id, "arch": m.arch, "parent": m.parent_id or "", "transform": m.transform or "",
+             "key": m.key, "accuracy": m.accuracy} for m in ci_zoo.models() if m.id in ids]
+    table = LineageTracker.from_models_table(pd.DataFrame(rows[::-1]))
+    assert sorted(table.graph) == sorted(steps) and table.graph.nodes[steps[-1]]["aliases"] == chained.id
+    assert [(e["parent"], e["child"]) for e in table.chain(chained.id)] == [(e["parent"], e["child"]) for e in chain]
 
 
 # ------------------------------------------------------------------ claims decided from scores

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from fpbench.api import FpbenchError, NotApplicable
+from fpbench.api import ConfigError, FpbenchError, NotApplicable
 from fpbench.config import load_option
 from fpbench.lineage.claims import decide_claims, summarize_claims
 from fpbench.lineage.reconstruct import score_matrix
@@ -42,6 +42,11 @@ def run_lineage(zoo: str, methods: list[str], transforms: list[str], runs_dir: P
     """The whole stage; returns the claims summary and the reconstruction table it printed."""
     configure_threads()
     method_cfgs = [load_option("method", m) for m in methods]
+    for mcfg in method_cfgs:
+        if mcfg.get("protect"):  # its owners are protected copies of the roots: another family tree
+            raise ConfigError(f"method '{mcfg['name']}' protects its owners ('protect: {mcfg['protect']}'); the "
+                              "lineage stage fingerprints every model of the zoo as an owner and needs a method "
+                              "without 'protect' (e.g. cmf, sac, cka)")
     tcfgs = [transform_config(t) for t in transforms]
     spec = CellSpec(zoo_cfg=load_option("zoo", zoo), method_cfg=method_cfgs[0], transform_cfg=transform_config("identity"),
                     seed=seed, target_fpr=target_fpr, runs_dir=Path(runs_dir), device=device, progress=progress,

@@ -118,12 +118,14 @@ def draw_family_trees(results: list[tuple[str, dict[str, str | None], dict[str, 
         for n, (x, y) in pos.items():
             is_root = rec.get(n) is None
             ax.scatter([x], [y], s=70, zorder=3, color="white" if not is_root else "gold", edgecolors="black")
-            ax.text(x, y - 0.18, n if true.get(n) is None else n.rsplit("/", 1)[-1], ha="center", va="top",
-                    fontsize=6, rotation=30 if true.get(n) is not None else 0)
+            if true.get(n) is None:  # a root: its full id above it
+                ax.text(x, y + 0.15, n, ha="center", va="bottom", fontsize=7)
+            else:  # a child: the transform that made it, below it
+                ax.text(x, y - 0.18, n.rsplit("/", 1)[-1], ha="center", va="top", fontsize=6, rotation=30)
         children = sum(p is not None for p in true.values())
         ax.set_title(f"{method}: {right}/{children} parents recovered (green right, orange reversed, red wrong; "
                      "gold: recovered as a root; grey: true tree)", fontsize=9)
-        ax.set_ylim(-depth - 0.8, 0.5)
+        ax.set_ylim(-depth - 0.8, 0.7)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=130)

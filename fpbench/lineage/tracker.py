@@ -129,6 +129,30 @@ class LineageTracker:
         return tracker
 
     @classmethod
+    def from_models_table(cls, frame: pd.DataFrame) -> LineageTracker:
+        """From the cell runner's ``records/<zoo>/_models.parquet`` (id, root, arch, parent, transform, key,
+        accuracy, ...); it holds no transform parameters or timestamps. A chain's alias row shares its last
+        step's key; the step is the row whose id is its parent's id + its transform's name."""
+        def is_step(r: dict[str, Any]) -> bool:
+            return not r["parent"] or r["id"] == f"{r['parent']}/{r['transform']}"
+
+        canonical: dict[str, dict[str, Any]] = {}
+        aliases: dict[str, list[str]] = {}
+        for r in sorted(frame.to_dict("records"), key=lambda r: (not is_step(r), r["id"])):
+            if r["key"] in canonical:
+                aliases.setdefault(r["key"], []).append(r["id"])
+            else:
+                canonical[r["key"]] = r
+        tracker = cls()
+        for key, r in canonical.items():
+            tracker.add_model(r["id"], arch=r["arch"], key=key, accuracy=r.get("accuracy", float("nan")),
+                              root=r["root"], transform=r["transform"], aliases=",".join(aliases.get(key, [])))
+        for r in canonical.values():
+            if r["parent"]:
+                tracker.add_transformation(r["parent"], r["id"], transform=r["transform"], type=r["transform"])
+        return tracker
+
+    @classmethod
     def from_scores(cls, nodes: Iterable[str], scores: dict[tuple[str, str], float], threshold: float,
                     relation: str = "verified") -> LineageTracker:
         """The evidence graph of one method: an edge u -> v wherever v verifies as derived from u."""
