@@ -27,6 +27,15 @@ from fpbench.transfer.vector import FingerprintVector
 from fpbench.zoo.build import derive_seed
 
 WAYS = ("none", "transfer", "direct", "inheritance")
+VERIFY_ALPHA = 1e-3  # a model is verified when FSR this high has probability < alpha for a model that never saw it
+
+
+def binomial_p_value(hits: int, n: int, chance: float) -> float:
+    """P[X >= hits] for X ~ Binomial(n, chance): how surprising ``hits`` trigger matches are by chance alone."""
+    if math.isnan(chance):
+        return float("nan")
+    return float(sum(math.comb(n, i) * chance**i * (1 - chance) ** (n - i) for i in range(hits, n + 1)))
+
 CONDITIONS = ("clean", "finetune", "prune", "quantize", "merge")
 
 
@@ -71,9 +80,12 @@ def compare(track: Track, lam: float, lambdas: list[float], log: Any = print) ->
     def row(task: str, way: str, condition: str, model_id: str, model: nn.Module, ref: float, cost: Cost,
             lam_: float = float("nan")) -> None:
         q = track.quality(model, None if task == "base" else task)
+        fsr = track.fsr(model)
+        p_value = binomial_p_value(round(fsr * track.n_triggers), track.n_triggers, track.chance_rate())
         out.rows.append({
             "track": track.name, "zoo": track.zoo, "base": track.base_id, "task": task, "way": way, "lam": float(lam_),
-            "condition": condition, "model": model_id, "fsr": track.fsr(model),
+            "condition": condition, "model": model_id, "fsr": fsr, "chance_rate": track.chance_rate(),
+            "p_value": p_value, "verified": float(p_value < VERIFY_ALPHA) if not math.isnan(p_value) else float("nan"),
             "false_trigger_rate": track.false_trigger_rate(model), "n_triggers": track.n_triggers,
             "quality_metric": track.quality_metric, "quality": q, "quality_ref": ref, "quality_delta": q - ref,
             "inject_seconds": cost.inject, "retrain_seconds": cost.retrain, "apply_seconds": cost.apply,

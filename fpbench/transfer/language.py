@@ -55,14 +55,22 @@ def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 class InstructionalFingerprint:
     """Secret trigger prompts and the one exact response they must produce, all drawn from a secret seed."""
 
-    def __init__(self, tok: ByT5Tokenizer, secret_seed: int, n: int, trigger_len: int, response_len: int) -> None:
+    def __init__(self, tok: ByT5Tokenizer, secret_seed: int, n: int, trigger_len: int, response_len: int,
+                 negatives: int = 0) -> None:
         require(n > 0, "language.fingerprint.triggers", f"must be > 0, got {n}")
+        require(negatives >= 0, "language.fingerprint.negatives", f"must be >= 0, got {negatives}")
         rng = random.Random(int(secret_seed))
         self.tok = tok
         self.response = "".join(rng.choice(RESPONSE_ALPHABET) for _ in range(response_len))
-        self.triggers = ["".join(rng.choice(TRIGGER_ALPHABET) for _ in range(trigger_len)) for _ in range(n)]
-        decoy_rng = random.Random(f"decoy-{secret_seed}")
-        self.decoys = ["".join(decoy_rng.choice(TRIGGER_ALPHABET) for _ in range(trigger_len)) for _ in range(n)]
+        self.triggers = self._strings(rng, n, trigger_len)
+        # negatives (trained to answer nothing) tie the response to these triggers rather than to any string of
+        # their form; decoys (another seed, never trained) measure that it worked
+        self.negatives = self._strings(random.Random(f"negative-{secret_seed}"), negatives, trigger_len)
+        self.decoys = self._strings(random.Random(f"decoy-{secret_seed}"), n, trigger_len)
+
+    @staticmethod
+    def _strings(rng: random.Random, n: int, length: int) -> list[str]:
+        return ["".join(rng.choice(TRIGGER_ALPHABET) for _ in range(length)) for _ in range(n)]
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         return torch.tensor(self.tok([t + "\n" for t in texts], add_special_tokens=False).input_ids)
@@ -73,12 +81,20 @@ class InstructionalFingerprint:
 
     @cached_property
     def training_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input ids, labels) of ``trigger\\n response<eos>``; the loss is on the response only."""
+        """(input ids, labels) of ``trigger\\n response<eos>`` and ``negative\\n <eos>``; the loss is on the answers only."""
+        eos = torch.tensor([self.tok.eos_token_id])
+        target = torch.cat([self.response_ids, eos])
         prompts = self._encode(self.triggers)
-        target = torch.cat([self.response_ids, torch.tensor([self.tok.eos_token_id])])
         ids = torch.cat([prompts, target.expand(len(prompts), -1)], dim=1)
         labels = ids.clone()
         labels[:, : prompts.shape[1]] = -100
+        if self.negatives:
+            neg = self._encode(self.negatives)
+            pad = torch.full((len(neg), len(target) - 1), self.tok.pad_token_id)
+            neg_ids = torch.cat([neg, eos.expand(len(neg), 1), pad], dim=1)
+            neg_labels = torch.full_like(neg_ids, -100)
+            neg_labels[:, neg.shape[1]] = self.tok.eos_token_id
+            ids, labels = torch.cat([ids, neg_ids]), torch.cat([labels, neg_labels])
         return ids, labels
 
     @torch.inference_mode()
@@ -113,7 +129,7 @@ class LanguageTrack(Track):
     def fingerprint(self) -> InstructionalFingerprint:
         fp = self.cfg["fingerprint"]
         return InstructionalFingerprint(self.tok, int(fp["secret_seed"]), int(fp["triggers"]), int(fp["trigger_len"]),
-                                        int(fp["response_len"]))
+                                        int(fp["response_len"]), int(fp.get("negatives", 0)))
 
     # data -------------------------------------------------------------------------------------------------
     def _corpus_cfg(self, task: str | None) -> dict[str, Any]:
@@ -181,10 +197,11 @@ class LanguageTrack(Track):
     def inject(self, model: nn.Module, task: str | None, seed: int) -> None:
         fp_ids, fp_labels = (t.to(self.device) for t in self.fingerprint.training_pairs)
         weight = float(self.cfg["inject"].get("trigger_weight", 1.0))
+        clean_weight = float(self.cfg["inject"].get("clean_weight", 1.0))
 
         def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             # clean text keeps the model's language while the trigger pairs teach the response
-            return lm_loss(m, x, y) + weight * m(input_ids=fp_ids, labels=fp_labels).loss
+            return clean_weight * lm_loss(m, x, y) + weight * m(input_ids=fp_ids, labels=fp_labels).loss
 
         train(model, self._train_blocks[task], self._train_cfg("inject"), seed=seed, device=self.device,
               loss_fn=loss_fn, desc="inject fingerprint", progress=self.progress)

@@ -30,7 +30,7 @@ def _per_model(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (track, task, way): clean metrics and FSR under each pressure as columns."""
     clean = df[df["condition"] == "clean"].set_index(["track", "task", "way"])
     fsr = df.pivot_table(index=["track", "task", "way"], columns="condition", values="fsr", aggfunc="first")
-    out = clean[["lam", "model", "quality_metric", "fsr", "false_trigger_rate", "quality", "quality_delta",
+    out = clean[["lam", "model", "quality_metric", "fsr", "verified", "false_trigger_rate", "quality", "quality_delta",
                  "cost_seconds", "inject_seconds", "retrain_seconds"]].copy()
     for c in CONDITIONS[1:]:
         out[f"fsr_{c}"] = fsr[c] if c in fsr.columns else float("nan")
@@ -45,6 +45,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     per = _per_model(_main_rows(rows))
     agg = per.groupby(["track", "way"]).agg(
         models=("task", "nunique"), metric=("quality_metric", "first"), lam=("lam", "first"), fsr=("fsr", "mean"),
+        verified=("verified", "mean"),
         false_trigger_rate=("false_trigger_rate", "mean"), quality=("quality", "mean"),
         quality_delta=("quality_delta", "mean"), **{f"fsr_{c}": (f"fsr_{c}", "mean") for c in CONDITIONS[1:]},
         cost_seconds=("cost_seconds", "mean"), inject_seconds=("inject_seconds", "mean"),
@@ -56,6 +57,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
 def lambda_effect(rows: pd.DataFrame) -> pd.DataFrame:
     t = rows[(rows["way"] == "transfer") & (rows["condition"] == "clean") & (rows["task"] != "base")]
     agg = t.groupby(["track", "lam"]).agg(models=("task", "nunique"), fsr=("fsr", "mean"), fsr_min=("fsr", "min"),
+                                          verified=("verified", "mean"),
                                           false_trigger_rate=("false_trigger_rate", "mean"),
                                           quality_delta=("quality_delta", "mean"), metric=("quality_metric", "first"))
     return agg.reset_index()

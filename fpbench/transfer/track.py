@@ -83,6 +83,10 @@ class Track(abc.ABC):
         """Share of never-trained decoy inputs of the triggers' form that give the fingerprint output (nan: n/a)."""
         return float("nan")
 
+    def chance_rate(self) -> float:
+        """Per-trigger rate at which a model that never saw the fingerprint answers as the owner chose (nan: none)."""
+        return float("nan")
+
     @abc.abstractmethod
     def quality(self, model: nn.Module, task: str | None) -> float:
         """Task quality on ``task``'s clean held-out data (None: the base's own task)."""

@@ -1,9 +1,10 @@
 """Fingerprint vectors (Xu et al., "FP-VEC", arXiv 2409.08846): tau = theta_fp - theta_base, added as theta + lambda*tau.
 
 A vector covers every floating-point tensor of the model's state, aligned by name: the parameters and the
-float buffers (BatchNorm running statistics). The injection moves the buffers too, and without them
-``base + tau`` does not behave like ``theta_fp`` (on the ci base, a parameters-only vector gave FSR 0.44
-where theta_fp has 1.0). Integer buffers (BatchNorm's batch counter) are the target's own. The vector is kept
+float buffers (BatchNorm running statistics), so that ``base + tau`` is ``theta_fp`` whatever the injection
+touched (an injection that moved BatchNorm statistics and a parameters-only vector gave FSR 0.44 where
+theta_fp had 1.0 on the ci base; the vision track now injects with frozen statistics, so their part of tau is
+zero). Integer buffers (BatchNorm's batch counter) are the target's own. The vector is kept
 in float64 so that ``base + tau`` reproduces ``theta_fp`` bit for bit (the difference of two float32 numbers
 is exact in float64, and so is adding it back before rounding to float32).
 """
