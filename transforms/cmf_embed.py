@@ -1,9 +1,10 @@
 """Signature embedding of the seed paper (sec. III-A, eqs. 1-3): the child is the *protected* parent.
 
-A ``dim``-dimensional ±1 signature s, drawn from the owner's secret, is cut into ``matrices`` segments;
+A ``dim``-dimensional ±1 signature s, drawn from the owner's secret, is cut into up to ``matrices`` segments;
 segment j is added to the leading singular values of the j-th selected weight matrix (conv kernels seen
 as out x in*k*k): W = U Σ Vᵀ, Σ' = Σ + α·diag(s_j), W' = U Σ' Vᵀ. The selected matrices are the ones of
-largest rank outside the classifier (deterministic; the owner records their names anyway).
+largest rank outside the classifier, segments as even as their ranks allow (deterministic; the owner records
+names and segments anyway).
 
 What the owner keeps (s, α, the names and the original singular values, eq. 4 needs them) is returned in
 ``info['owner_private']``: it stays with the owner's artefact and is handed to a method only when that
@@ -32,20 +33,31 @@ class CmfEmbed(Transform):
         require(float(p.get("alpha", 0.01)) > 0, "alpha", "embedding strength must be > 0")
         require(isinstance(p.get("secret", 0), int), "secret", "the owner's secret seed must be an integer")
 
-    def _segments(self) -> list[int]:
-        dim, n = int(self.params.get("dim", 128)), int(self.params.get("matrices", 8))
-        return [dim // n + (1 if j < dim % n else 0) for j in range(n)]
+    def _layout(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+        """``(name, layer, segment length)`` for the selected matrices: the ``matrices`` of largest rank outside
+        the classifier share the ``dim`` entries as evenly as their ranks allow (a small net with fewer or
+        thinner matrices carries longer segments on the ones it has)."""
+        dim = int(self.params.get("dim", 128))
 
-    def _selected(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        need = max(self._segments())
-        layers = [(n, m) for n, m in matrix_layers(model) if min(m.weight.shape[0], m.weight[0].numel()) >= need]
-        layers.sort(key=lambda nm: (-min(nm[1].weight.shape[0], nm[1].weight[0].numel()), nm[0]))
-        return layers[: len(self._segments())]
+        def rank(m: nn.Module) -> int:
+            return min(m.weight.shape[0], m.weight[0].numel())
+
+        layers = sorted(matrix_layers(model), key=lambda nm: (-rank(nm[1]), nm[0]))[: int(self.params.get("matrices", 8))]
+        lengths = [0] * len(layers)
+        left = dim
+        while left > 0:
+            open_ = [i for i, (_, m) in enumerate(layers) if lengths[i] < rank(m)]
+            if not open_:
+                raise NotApplicable(f"cmf_embed: the {len(layers)} largest weight matrices outside the classifier hold "
+                                    f"only {dim - left} singular values, fewer than dim={dim}; lower 'dim' or raise "
+                                    "'matrices'")
+            for i in open_[:left]:
+                lengths[i] += 1
+            left = dim - sum(lengths)
+        return [(n, m, k) for (n, m), k in zip(layers, lengths, strict=True) if k > 0]
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
-        if len(self._selected(model)) < len(self._segments()):
-            raise NotApplicable(f"cmf_embed needs {len(self._segments())} weight matrices of rank >= "
-                                f"{max(self._segments())} outside the classifier; lower 'matrices' or raise it")
+        self._layout(model)
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         p = self.params
@@ -56,7 +68,7 @@ class CmfEmbed(Transform):
         before = accuracy(model, ctx.data.split("test"), ctx.device)
         kept, start = [], 0
         with torch.no_grad():
-            for (name, layer), n in zip(self._selected(model), self._segments(), strict=True):
+            for name, layer, n in self._layout(model):
                 w = layer.weight
                 kept.append({"name": f"{name}.weight", "shape": list(w.shape), "start": start, "length": n,
                              "sigma": top_singular_values(w.detach().cpu(), n).tolist()})
