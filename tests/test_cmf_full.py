@@ -168,3 +168,19 @@ def test_attacks_table_from_hand_made_rows(tmp_path):
     assert table.loc["m", "claim accepted: independent claims"] == 0.25
     assert table.loc["m", "TPR 50% layers replaced"] == 1.0 and table.loc["m", "TPR 100% layers replaced"] == 0.0
     assert (tmp_path / "ambiguity.png").stat().st_size > 0
+
+
+def test_embedding_layout_fits_a_small_net():
+    from fpbench.api import ModelSpec, NotApplicable
+    from fpbench.models import build_module
+    from transforms.cmf_embed import CmfEmbed
+
+    arch = load_option("zoo", "tiny")["archs"]["vgg"]  # few, thin matrices: fewer than 8 of rank >= 16
+    spec = ModelSpec(arch=arch, num_classes=10, class_names=[str(i) for i in range(10)],
+                     input={"channels": 1, "size": 32, "mean": [0.5], "std": [0.5]})
+    model = build_module(spec)
+    layout = CmfEmbed({"dim": 128, "matrices": 8})._layout(model)
+    assert sum(n for _, _, n in layout) == 128
+    assert all(n <= min(m.weight.shape[0], m.weight[0].numel()) for _, m, n in layout)
+    with pytest.raises(NotApplicable, match="lower 'dim'"):
+        CmfEmbed({"dim": 4096, "matrices": 2})._layout(model)
