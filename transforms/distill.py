@@ -21,7 +21,7 @@ from fpbench.data import ImageSet
 from fpbench.models import build_module
 from fpbench.ops import distillation_loss
 from fpbench.subject import ModelSubject
-from fpbench.train import TrainConfig, accuracy, predict, train
+from fpbench.train import TrainConfig, predict, train
 
 DEFAULTS: dict[str, Any] = {"student_arch": None, "split": "train_c", "queries": None, "temperature": 4.0,
                             "steps": 300, "lr": 0.05, "batch_size": 128, "eval_split": "test"}
@@ -101,12 +101,13 @@ class Distill(Transform):
                       desc="distill", progress=ctx.progress)
         held_out = ctx.data.split(self._p("eval_split"))
         x_eval = held_out.tensor(device=ctx.device)
-        agreement = float((predict(student, x_eval).argmax(1) == predict(model, x_eval).argmax(1)).float().mean())
+        student_pred = predict(student, x_eval).argmax(1)
+        agreement = float((student_pred == predict(model, x_eval).argmax(1)).float().mean())
         info: dict[str, Any] = {
             "student_arch": key or "same", "student_seed": ctx.seed,
             "queries": teacher.query_count, "query_split": self._p("split"), "temperature": temperature,
             "steps": int(stats["steps"]), "distill_loss": stats["final_loss"],
-            "agreement": agreement, "accuracy": accuracy(student, held_out, ctx.device),
+            "agreement": agreement, "accuracy": float((student_pred == held_out.labels.to(ctx.device)).float().mean()),
         }
         if key is not None:
             info["arch"] = key  # the zoo records the child under its student's architecture
