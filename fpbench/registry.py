@@ -32,6 +32,7 @@ TRANSFORMS: dict[str, str] = {
     "quantize": "transforms.quantize:Quantize",
     "permute": "transforms.permute:Permute",
     "rescale": "transforms.rescale:Rescale",
+    "vision2mm": "transforms.vision2mm:VisionToMultimodal",
     "cmf_embed": "transforms.cmf_embed:CmfEmbed",
     "cmf_remove": "transforms.cmf_remove:CmfRemove",
     "partial": "transforms.partial:Partial",
