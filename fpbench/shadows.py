@@ -73,6 +73,7 @@ def _cached(cache_dir: Path | None, key: dict[str, Any], spec: ModelSpec, build:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared runs dir is read by other users' runs too
     os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
     return model
 
