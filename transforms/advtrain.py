@@ -8,7 +8,7 @@ info records clean and robust accuracy (PGD at the same ``eps``) of parent and c
 
 from __future__ import annotations
 
-import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from fpbench.data import ImageSet
 from fpbench.ops import pgd_attack
 from fpbench.train import TrainConfig, accuracy, train
 
-DEFAULTS = {"split": "train_b", "eps": 0.1, "step_size": 0.025, "pgd_steps": 5, "steps": 100, "lr": 0.01,
+DEFAULTS: dict[str, Any] = {"split": "train_b", "eps": 0.1, "step_size": 0.025, "pgd_steps": 5, "steps": 100, "lr": 0.01,
             "batch_size": 128, "eval_split": "test", "eval_n": 500, "eval_pgd_steps": 10}
 
 
@@ -39,7 +39,7 @@ def robust_accuracy(model: nn.Module, data: ImageSet, device: torch.device, *, e
 class AdvTrain(Transform):
     name = "advtrain"
 
-    def _p(self, key: str) -> object:
+    def _p(self, key: str) -> Any:
         return self.params.get(key, DEFAULTS[key])
 
     def validate(self) -> None:
@@ -58,20 +58,20 @@ class AdvTrain(Transform):
         self._train_config()  # lr, batch_size and the steps bound
 
     def _train_config(self) -> TrainConfig:
-        return TrainConfig(steps=int(self._p("steps")), lr=float(self._p("lr")),  # type: ignore[arg-type]
-                           batch_size=int(self._p("batch_size")))  # type: ignore[arg-type]
+        return TrainConfig(steps=int(self._p("steps")), lr=float(self._p("lr")),
+                           batch_size=int(self._p("batch_size")))
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        eps, step_size = float(self._p("eps")), float(self._p("step_size"))  # type: ignore[arg-type]
-        pgd_steps = int(self._p("pgd_steps"))  # type: ignore[arg-type]
-        held_out = ctx.data.split(str(self._p("eval_split"))).subset(int(self._p("eval_n")))  # type: ignore[arg-type]
+        eps, step_size = float(self._p("eps")), float(self._p("step_size"))
+        pgd_steps = int(self._p("pgd_steps"))
+        held_out = ctx.data.split(str(self._p("eval_split"))).subset(int(self._p("eval_n")))
 
         def evaluate(m: nn.Module) -> tuple[float, float]:
             robust = robust_accuracy(m, held_out, ctx.device, eps=eps, step_size=step_size,
-                                     steps=int(self._p("eval_pgd_steps")), seed=ctx.seed + 1)  # type: ignore[arg-type]
+                                     steps=int(self._p("eval_pgd_steps")), seed=ctx.seed + 1)
             return accuracy(m, held_out, ctx.device), robust
 
-        parent_clean, parent_robust = evaluate(copy.deepcopy(model).to(ctx.device))
+        parent_clean, parent_robust = evaluate(model.to(ctx.device))  # before training: the parent's
         gen = torch.Generator().manual_seed(ctx.seed)
 
         def adversarial_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
