@@ -157,3 +157,22 @@ def test_a_parent_open_clip_cannot_host_is_not_applicable(ci_zoo, child):
 def test_bad_params_name_the_field(params, field):
     with pytest.raises(ConfigError, match=field):
         VisionToMultimodal(params)
+
+
+def test_recorded_config_is_an_open_clip_model_config(child, tmp_path):
+    """The arch's ``open_clip`` entry is a real open_clip model config: registered with add_model_config,
+    open_clip.create_model builds the same architecture the store rebuilds."""
+    import open_clip
+
+    from fpbench.clip_model import register_trunk
+
+    arch = child.spec.arch
+    register_trunk(arch["open_clip"]["vision_cfg"]["timm_model_name"], arch["trunk"], child.spec.num_classes,
+                   child.spec.input)
+    name = "fpbench-test-" + child.key[:8]
+    (tmp_path / f"{name}.json").write_text(json.dumps(arch["open_clip"]))
+    open_clip.add_model_config(tmp_path / f"{name}.json")
+    made = open_clip.create_model(name, pretrained=None)
+    ours = build_module(child.spec).clip
+    assert {k: v.shape for k, v in made.state_dict().items()} == {k: v.shape for k, v in ours.state_dict().items()}
+    assert open_clip.get_tokenizer(name).context_length == arch["open_clip"]["text_cfg"]["context_length"]
