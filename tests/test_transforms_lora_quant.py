@@ -146,6 +146,12 @@ def test_bitsandbytes_child_round_trips_through_the_store(ci_zoo, name):
     torch.testing.assert_close(_logits(stored, ci_zoo), _logits(fresh, ci_zoo), rtol=1e-5, atol=1e-5)
 
 
+def test_quantizing_unmerged_lora_adapters_is_not_applicable(ci_zoo):
+    child = ci_zoo.child(_root(ci_zoo), "peft_lora_unmerged")
+    with pytest.raises(NotApplicable, match="peft_lora"):
+        ci_zoo.child(child, "quant4")
+
+
 def test_own_backend_keeps_plain_layers_everywhere(ci_zoo):
     model = ci_zoo.load_module(ci_zoo.child(_root(ci_zoo), "quant4_own"))
     for n, m in model.named_modules():

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
 
 # Bit widths each library quantizes linear layers to (torchao: Int8WeightOnly, IntxWeightOnly int1..int7).
 LIBRARY_BITS = {"bitsandbytes": (8, 4), "torchao": tuple(range(1, 9)), "own": tuple(range(2, 9))}
@@ -71,6 +71,11 @@ class Quantize(Transform):
         require(quant_type in ("nf4", "fp4"), "quant_type", f"bitsandbytes 4-bit is nf4 or fp4, got {quant_type!r}")
         # bitsandbytes layers round-trip through a state dict (stored); torchao tensor subclasses do not (recipe).
         self.cheap = backend != "bitsandbytes"
+
+    def check(self, spec: ModelSpec, model: nn.Module) -> None:
+        if any(w["kind"] == "lora" for w in spec.wrappers):  # its adapters are Conv2d/Linear layers too
+            raise NotApplicable("quantize: the parent keeps unmerged LoRA adapters; quantize a merged child "
+                                "(peft_lora) instead of peft_lora_unmerged")
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         from fpbench.wrappers import bnb_linear, replace_module
