@@ -80,3 +80,17 @@ def matrix_layers(model: torch.nn.Module, include_head: bool = False) -> list[tu
     head = trunk.get_classifier() if hasattr(trunk, "get_classifier") and not include_head else None
     return [(n, m) for n, m in trunk.named_modules()
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m is not head]
+
+
+def singular_directions(w: torch.Tensor, expected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left/right singular vectors ([m, n], [k, n]) of ``w`` whose singular values are ``expected`` (n values,
+    in the caller's order, not necessarily sorted): each is paired with the nearest unused singular value, so a
+    signature's index survives shifted values overtaking their neighbours."""
+    u, s, vh = torch.linalg.svd(as_matrix(w).double(), full_matrices=False)
+    free = list(range(s.numel()))
+    cols = []
+    for value in expected.double().tolist():
+        j = min(free, key=lambda i: abs(float(s[i]) - value))
+        free.remove(j)
+        cols.append(j)
+    return u[:, cols], vh[cols, :].T

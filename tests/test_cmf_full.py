@@ -184,3 +184,14 @@ def test_embedding_layout_fits_a_small_net():
     assert all(n <= min(m.weight.shape[0], m.weight[0].numel()) for _, m, n in layout)
     with pytest.raises(NotApplicable, match="lower 'dim'"):
         CmfEmbed({"dim": 4096, "matrices": 2})._layout(model)
+
+
+def test_projection_readout_survives_crossing_singular_values(ci_zoo, family, tmp_path):
+    strong = ci_zoo.child(family["owner"], "cmf_embed_strong")  # alpha = 0.1: shifted values overtake neighbours
+    sorted_, projected = (make("cmf_embedded", ci_zoo, tmp_path, readout=r) for r in ("sorted", "projection"))
+    owner, indep = owner_subject(ci_zoo, strong), ci_zoo.subject(ci_zoo.child(family["indep"], "cmf_embed_strong"))
+    s_sorted = sorted_.score(sorted_.fingerprint(owner), ci_zoo.subject(strong))
+    fp = projected.fingerprint(owner)
+    s_proj, s_indep = projected.score(fp, ci_zoo.subject(strong)), projected.score(fp, indep)
+    assert s_proj > 0.99 and s_proj > s_sorted + 0.1, (s_proj, s_sorted)
+    assert abs(s_indep) < 0.3, s_indep

@@ -11,6 +11,10 @@ original singular values) in ``Subject.owner_private``. Verification (eq. 4-5): 
 that correspond to those, ŝ = (σ(suspect) − σ(original)) / α, and the score is cos(s, ŝ). A signed matrix
 with no counterpart contributes ŝ_j = 0 (no evidence). ``aggregate: median`` (not in the paper) scores the
 median over matrices of the per-matrix cosines instead, so that a few replaced matrices cannot drown the rest.
+``readout: projection`` (not in the paper) reads σ_i of the suspect as u_iᵀ W v_i along the owner's own singular
+directions instead of the i-th largest singular value: at a larger α, shifted singular values overtake their
+neighbours and eq. 4's sorted readout scrambles the signature; the projection does not (it needs the suspect's
+matrix in the owner's shape, so it is not invariant to a channel permutation as sorted values are).
 
 Correspondence (eq. 6): ``name`` pairs units of the same name; ``spectral`` pairs them one-to-one by the
 extractor's own similarity (spectra for svd, CKA or activation structure for the others; Hungarian
@@ -25,7 +29,7 @@ import torch
 
 from fpbench.api import ConfigError, Fingerprint, Method, Subject, require
 from fpbench.cmf.extractors import EXTRACTORS, SignatureExtractor, make_extractor
-from fpbench.spectral import cosine, match_one_to_one, top_singular_values
+from fpbench.spectral import as_matrix, cosine, match_one_to_one, singular_directions, top_singular_values
 
 MODES = ("passive", "embedded")
 CORRESPONDENCES = ("name", "spectral", "auto")
@@ -51,6 +55,8 @@ class CrossModalFingerprinter(Method):
             raise ConfigError(f"invalid parameter 'correspondence': '{corr}'; valid: {', '.join(CORRESPONDENCES)}")
         require(p.get("aggregate", "concat") in ("concat", "median"), "aggregate",
                 "embedded-mode aggregation must be 'concat' (the paper's eq. 5) or 'median' (per-matrix cosines)")
+        require(p.get("readout", "sorted") in ("sorted", "projection"), "readout",
+                "embedded-mode readout must be 'sorted' (the paper's eq. 4) or 'projection' (owner's singular vectors)")
         require(mode == "passive" or ext == "svd", "extractor",
                 "the embedded mode reads the signature from singular values: use extractor: svd")
         if ext != "svd":
@@ -110,9 +116,16 @@ class CrossModalFingerprinter(Method):
         k = int(self.params.get("top_k", 20))
         weights = owner.named_weights()
         tensors = {"s": torch.tensor(secret["s"], dtype=torch.float64)}
+        alpha, s = float(secret["alpha"]), tensors["s"]
+        projection = self.params.get("readout", "sorted") == "projection"
         for m in secret["matrices"]:
-            tensors[f"sigma:{m['name']}"] = torch.tensor(m["sigma"], dtype=torch.float64)
+            sigma = torch.tensor(m["sigma"], dtype=torch.float64)
+            tensors[f"sigma:{m['name']}"] = sigma
             tensors[f"profile:{m['name']}"] = top_singular_values(weights[m["name"]], k)
+            if projection:
+                seg = s[m["start"] : m["start"] + m["length"]]
+                u, v = singular_directions(weights[m["name"]], sigma + alpha * seg)
+                tensors[f"u:{m['name']}"], tensors[f"v:{m['name']}"] = u, v
         meta = {"alpha": float(secret["alpha"]), "top_k": k,
                 "matrices": [{key: m[key] for key in ("name", "shape", "start", "length")} for m in secret["matrices"]]}
         return Fingerprint(tensors=tensors, meta=meta)
@@ -130,7 +143,16 @@ class CrossModalFingerprinter(Method):
         for m in fp.meta["matrices"]:
             start, n = int(m["start"]), int(m["length"])
             if m["name"] in matched:
-                sigma = top_singular_values(weights[matched[m["name"]][0]], n).double()
+                w = weights[matched[m["name"]][0]]
+                if f"u:{m['name']}" in fp.tensors:  # readout along the owner's singular directions
+                    u, v = fp.tensors[f"u:{m['name']}"], fp.tensors[f"v:{m['name']}"]
+                    mat = as_matrix(w).double()
+                    sigma = ((u.T @ mat) * v.T).sum(1) if tuple(mat.shape) == (u.shape[0], v.shape[0]) else None
+                else:
+                    sigma = top_singular_values(w, n).double()
+            else:
+                sigma = None
+            if sigma is not None:
                 s_hat[start : start + n] = (sigma - fp.tensors[f"sigma:{m['name']}"]) / alpha
             per_matrix.append(cosine(s[start : start + n], s_hat[start : start + n]))
         if self.params.get("aggregate", "concat") == "median":
