@@ -123,6 +123,13 @@ def test_lineage_edges_record_both_relations_of_each_transferred_model(ci_transf
         carrier = mine[mine["relation"] == "carries_fingerprint_of"].iloc[0]
         assert carrier["parent"] == r.base and carrier["confidence"] == pytest.approx(r.fsr)
         assert json.loads(carrier["params"])["lambda"] == r.lam
+    from fpbench.lineage.tracker import LineageTracker
+
+    tracker = LineageTracker()
+    assert tracker.add_relations(edges) == len(edges) == 2 * len(transferred)
+    child = transferred.iloc[0]["model"]
+    assert set(tracker.graph.in_edges(child, keys=True)) == {
+        (child.split("+tau")[0], child, "fingerprint_transfer"), (transferred.iloc[0]["base"], child, "carries_fingerprint_of")}
 
 
 def test_tables_are_rebuilt_from_records_alone(ci_transfer):
