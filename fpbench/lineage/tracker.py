@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from itertools import islice, pairwise
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fpbench.zoo.build import Zoo
 
 DERIVED = "derived"
-MAX_PATHS = 1000  # paths enumerated per claim; a dense evidence graph has combinatorially many
+MAX_PATHS = 100  # paths counted per claim (a dense evidence graph has combinatorially many)
 NODE_COLUMNS = ["id", "arch", "key", "accuracy", "root", "transform", "aliases"]
 EDGE_COLUMNS = ["parent", "child", "relation", "transform", "type", "params", "timestamp", "confidence"]
 RELATION_COLUMNS = ["parent", "child", "relation", "params", "confidence"]
@@ -49,7 +49,7 @@ class AncestryVerdict:
 
     ancestor: str
     query: str
-    paths: int  # simple paths ancestor -> query (capped at MAX_PATHS)
+    paths: int  # simple paths ancestor -> query (counted up to MAX_PATHS)
     best_path: list[str] = field(default_factory=list)  # the verified path of highest confidence
     path_confidence: float = float("nan")  # product of the best path's edge confidences
     persistence: float = float("nan")  # the ancestor's signature scored directly on the query
@@ -221,17 +221,10 @@ class LineageTracker:
             raise ConfigError(f"invalid parameter 'rule': '{rule}'; valid: path, direct, both")
         a, q = self._locate(ancestor), self._locate(query)
         view = self._view(relations)
-        best: tuple[float, list[str]] = (float("-inf"), [])
-        count = 0
-        for path in islice(nx.all_simple_paths(view, a, q, cutoff=max_hops), MAX_PATHS):
-            count += 1
-            confs = [self._edge_confidence(view, u, v) for u, v in pairwise(path)]
-            if all(math.isfinite(c) and c >= threshold for c in confs):
-                conf = math.prod(min(max(c, 0.0), 1.0) for c in confs)  # a product of probabilities-like scores
-                if conf > best[0]:
-                    best = (conf, path)
+        count = sum(1 for _ in islice(nx.all_simple_paths(view, a, q, cutoff=max_hops), MAX_PATHS))
+        best = self._best_verified_path(view, a, q, threshold, max_hops)
         verdict = AncestryVerdict(ancestor=a, query=q, paths=count, best_path=best[1],
-                                  path_confidence=best[0] if best[1] else float("nan"), path_verified=bool(best[1]))
+                                  path_confidence=best[0], path_verified=bool(best[1]))
         if persistence is not None:
             verdict.persistence = float(persistence(a, q))
         direct = math.isfinite(verdict.persistence) and verdict.persistence >= threshold
@@ -254,6 +247,31 @@ class LineageTracker:
             return self.graph
         keep = set(relations)
         return self.graph.edge_subgraph([e for e in self.graph.edges(keys=True) if e[2] in keep])  # type: ignore
+
+    @classmethod
+    def _best_verified_path(cls, view: nx.MultiDiGraph, a: str, q: str, threshold: float,
+                            max_hops: int | None) -> tuple[float, list[str]]:
+        """The path a -> q of highest confidence product among those whose every edge is verified at
+        ``threshold``, with at most ``max_hops`` edges ((nan, []) when there is none).
+
+        Hop-bounded dynamic programming instead of enumerating every path (a dense evidence graph has
+        combinatorially many): confidences are clipped to [0, 1], so a cycle never raises a product.
+        """
+        best: dict[str, tuple[float, list[str]]] = {a: (1.0, [a])}
+        for _ in range(max_hops if max_hops is not None else view.number_of_nodes() - 1):
+            grown = dict(best)
+            for u, (conf, path) in best.items():
+                for v in view.successors(u):
+                    c = cls._edge_confidence(view, u, v)
+                    if v in path or not (math.isfinite(c) and c >= threshold):
+                        continue
+                    cand = conf * min(max(c, 0.0), 1.0)  # a product of probability-like scores
+                    if v not in grown or cand > grown[v][0]:
+                        grown[v] = (cand, [*path, v])
+            if grown == best:
+                break
+            best = grown
+        return best[q] if q != a and q in best else (float("nan"), [])
 
     @staticmethod
     def _edge_confidence(view: nx.MultiDiGraph, u: str, v: str) -> float:
