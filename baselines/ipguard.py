@@ -102,7 +102,8 @@ class IPGuard(Method):
     def fingerprint(self, owner: Subject) -> Fingerprint:
         p = self.params
         n, classes = int(p.get("points", 100)), owner.spec.num_classes
-        require(classes >= 3, "points", "IPGuard needs an owner with >= 3 classes (target, runner-up, others)")
+        if classes < 2:
+            raise NotApplicable("ipguard needs an owner with at least 2 classes (a boundary to sit on)")
         g = torch.Generator().manual_seed(self.ctx.seed)
         x0 = self._starts(owner, n, g)
         i, j = random_label_pairs(n, classes, g)

@@ -148,3 +148,26 @@ def test_bad_params_named(ci_zoo, tmp_path):
         make("uap", ci_zoo, tmp_path, eps=0)
     with pytest.raises(ConfigError, match="similarity"):
         make("uap", ci_zoo, tmp_path, similarity="l2")
+
+
+def test_boundary_loss_with_two_classes():
+    """With 2 classes there are no 'other' labels: only the margin term remains."""
+    logits = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
+    loss = boundary_loss(logits, torch.tensor([0, 0]), torch.tensor([1, 1]), k=1.0)
+    assert loss[0] == 0 and loss[1] == 3.0
+
+
+def test_more_points_than_probe_inputs_is_a_named_error(ci_zoo, trio, tmp_path):
+    n = len(ci_zoo.data.split("probe")) + 1
+    with pytest.raises(ConfigError, match="points"):
+        make("ipguard", ci_zoo, tmp_path, init="probe", points=n, steps=1).fingerprint(trio[0])
+    with pytest.raises(ConfigError, match="points"):
+        make("uap", ci_zoo, tmp_path, points=n, uap_steps=1).fingerprint(trio[0])
+
+
+def test_ipguard_probe_init_starts_from_held_out_images(ci_zoo, trio, tmp_path):
+    m = make("ipguard", ci_zoo, tmp_path, init="probe", points=8, steps=1, lr=1e-6)
+    x = m.fingerprint(trio[0]).tensors["x"]
+    probe = ci_zoo.data.split("probe").tensor()
+    linf = (x.flatten(1)[:, None] - probe.flatten(1)[None]).abs().amax(2).min(1).values
+    assert (linf < 1e-4).all()  # one Adam step of 1e-6 away from a real probe image each
