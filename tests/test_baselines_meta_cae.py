@@ -20,7 +20,9 @@ from fpbench.shadows import independent_shadow, module_digest, pirated_shadow
 from fpbench.subject import ModelSubject
 
 SMALL = {
-    "metafinger": {"queries": 20, "candidates": 40, "epochs": 4, "n_independent": 2, "shadow_steps": 40,
+    # 40-step independent shadows are too weak to stand for the real independents (which then agree on every
+    # query); 150 steps is the least that separated them on the ci zoo.
+    "metafinger": {"queries": 20, "candidates": 40, "epochs": 8, "n_independent": 3, "shadow_steps": 150,
                    "finetune_steps": 20},
     "cae": {"queries": 30, "candidates": 60, "steps": 20, "n_surrogates": 2, "n_references": 2, "shadow_steps": 40},
 }

@@ -11,7 +11,7 @@ import pytest
 from fpbench.api import ConfigError
 from fpbench.lineage.claims import CLAIM_COLUMNS, ancestry_claims, decide_claims
 from fpbench.lineage.reconstruct import reconstruct, recovery
-from fpbench.lineage.tracker import LineageTracker, UnknownModel
+from fpbench.lineage.tracker import LineageTracker, UnknownModel, load_relations
 
 
 def _tree() -> LineageTracker:
@@ -77,6 +77,25 @@ def test_two_relation_types_into_one_model() -> None:
     assert t.graph.edges["A", "T", "carries_fingerprint"]["confidence"] == 0.8
     with pytest.raises(ConfigError, match="confidence"):
         t.add_relations(pd.DataFrame([{"parent": "A", "child": "T", "relation": "x", "params": "{}"}]))
+
+
+def test_relation_tables_of_other_stages_are_read_for_their_zoo_only(tmp_path: Path) -> None:
+    rows = [{"parent": "B1", "child": "T", "relation": "fingerprint_transfer", "params": "{}", "confidence": None,
+             "zoo": "tiny"},
+            {"parent": "A", "child": "T", "relation": "carries_fingerprint_of", "params": "{}", "confidence": 0.9,
+             "zoo": "tiny"},
+            {"parent": "A", "child": "U", "relation": "carries_fingerprint_of", "params": "{}", "confidence": 0.9,
+             "zoo": "ci"}]
+    (tmp_path / "records" / "transfer").mkdir(parents=True)
+    pd.DataFrame(rows).to_parquet(tmp_path / "records" / "transfer" / "lineage_edges.parquet")
+    (tmp_path / "records" / "other").mkdir()  # no zoo column, not under records/tiny: not tiny's
+    pd.DataFrame(rows).drop(columns="zoo").to_parquet(tmp_path / "records" / "other" / "lineage_edges.parquet")
+    extra = load_relations(tmp_path, "tiny")
+    assert sorted(extra["child"]) == ["T", "T"]
+    t = _tree()
+    t.add_relations(extra)
+    assert t.parents("T", "fingerprint_transfer") == ["B1"] and t.parents("T", "carries_fingerprint_of") == ["A"]
+    assert "U" not in t.graph
 
 
 def test_chain_each_step_a_vertex_with_annotated_edges(ci_zoo) -> None:

@@ -39,7 +39,7 @@ from fpbench.utils import configure_threads, resolve_device
 from fpbench.zoo.build import Zoo, ZooModel, transform_config
 
 log = logging.getLogger("fpbench.attacks")
-METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "sac", "modeldiff", "cka", "weightcos"]
+METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "cmf_embedded_strong", "sac", "modeldiff", "cka", "weightcos"]
 REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
 AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
 ADVERSARY_SECRET = 666  # the forger's own secret (any value other than the owner's)

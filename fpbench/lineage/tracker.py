@@ -282,16 +282,22 @@ class LineageTracker:
 
 
 def relation_files(runs_dir: Path, zoo: str) -> list[Path]:
-    """Extra relation tables other stages write for this zoo (``records/<zoo>/[**/]lineage_edges.parquet``)."""
-    return sorted((Path(runs_dir) / "records" / zoo).glob("**/lineage_edges.parquet"))
+    """Relation tables other stages write: ``records/*/lineage_edges.parquet`` (e.g. the fingerprint-transfer
+    stage's ``records/transfer/``) and any under ``records/<zoo>/``."""
+    base = Path(runs_dir) / "records"
+    return sorted({*base.glob("*/lineage_edges.parquet"), *(base / zoo).glob("**/lineage_edges.parquet")})
 
 
 def load_relations(runs_dir: Path, zoo: str) -> pd.DataFrame:
-    """Every extra relation of this zoo (rows of a table with a ``zoo`` column that names another zoo are dropped)."""
+    """Every extra relation of this zoo: rows whose ``zoo`` column names it, or every row of a table kept
+    under ``records/<zoo>/`` that has no ``zoo`` column (a table elsewhere without one is not this zoo's)."""
     frames = []
+    own = (Path(runs_dir) / "records" / zoo).resolve()
     for path in relation_files(runs_dir, zoo):
         frame = pd.read_parquet(path)
         if "zoo" in frame.columns:
-            frame = frame[frame["zoo"] == zoo]
-        frames.append(frame)
+            frames.append(frame[frame["zoo"] == zoo])
+        elif own in path.resolve().parents:
+            frames.append(frame)
+    frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RELATION_COLUMNS)
