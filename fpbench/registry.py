@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
 TRANSFORMS: dict[str, str] = {
     "identity": "transforms.identity:Identity",
     "finetune": "transforms.finetune:FineTune",
+    "removal": "transforms.removal:RemovalFineTune",
     "prune": "transforms.prune:Prune",
     "quantize": "transforms.quantize:Quantize",
     "permute": "transforms.permute:Permute",

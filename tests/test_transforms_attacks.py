@@ -1,4 +1,5 @@
-"""Function-preserving weight-space attacks (permute, rescale) on the ci zoo: same logits, different weights."""
+"""Weight-space attacks on the ci zoo: function-preserving permute and rescale (same logits, different weights)
+and the removal fine-tune (noise plus a large learning rate)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,27 @@ def test_rescale_not_applicable_to_effnet(ci_zoo) -> None:
     root = _roots(ci_zoo, "effnet")[0]
     with pytest.raises(NotApplicable, match="BasicBlock"):
         ci_zoo.child(root, "rescale")
+
+
+def test_removal_moves_weights_further_than_finetune_and_keeps_the_task(ci_zoo) -> None:
+    """The removal fine-tune (noise + large learning rate) changes the weights more than a plain fine-tune does,
+    and its child still does the task (a broken child would be no evidence)."""
+    root = _roots(ci_zoo, "resnet")[0]
+    removal, finetune = ci_zoo.child(root, "removal"), ci_zoo.child(root, "finetune")
+    assert removal.meta["info"]["removal_noise"] == pytest.approx(0.1)
+    assert removal.meta["info"]["rel_change_norm"] > 2 * finetune.meta["info"]["rel_change_norm"]
+    assert removal.accuracy > 0.8 * root.accuracy, (removal.accuracy, root.accuracy)
+
+
+def test_relative_noise_is_seeded_and_scaled_per_tensor() -> None:
+    from torch import nn
+
+    from transforms.removal import add_relative_noise
+
+    a, b = nn.Linear(64, 64), nn.Linear(64, 64)
+    b.load_state_dict(a.state_dict())
+    w0, bias0 = a.weight.detach().clone(), a.bias.detach().clone()
+    add_relative_noise(a, 0.5, seed=3)
+    add_relative_noise(b, 0.5, seed=3)
+    assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, bias0)  # seeded; biases untouched
+    assert float((a.weight.detach() - w0).std()) == pytest.approx(0.5 * float(w0.std()), rel=0.1)
