@@ -9,7 +9,7 @@ EXPERIMENT ?= grid
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data zoo run grid tables test test-slow bench transfer lint clean
+.PHONY: help setup data zoo run grid lineage attacks paper tables test test-slow bench transfer lint clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,19 @@ run: setup  ## the main job: build the tiny zoo, run the default grid, write tab
 
 grid: run  ## alias of run
 
+LINEAGE_METHODS ?= cmf,sac
+LINEAGE_TRANSFORMS ?= finetune,prune30,quant8,chain
+lineage: setup  ## the lineage stage: graph, ancestry claims (Table I's rate), reconstruction and family tree
+	$(PY) -m fpbench.lineage zoo=$(ZOO) runs_dir=$(RUNS) methods=$(LINEAGE_METHODS) transforms=$(LINEAGE_TRANSFORMS)
+
+attacks: setup  ## the paper's attack scenarios (removal, forgery, ambiguity) incl. the embedded CMF mode
+	$(PY) -m fpbench.cmf.attacks zoo=$(ZOO) runs_dir=$(RUNS)
+
+paper: setup  ## everything behind the tables: the full grid, lineage, attacks and transfer, then the tables
+	$(MAKE) run EXPERIMENT=full
+	$(MAKE) lineage attacks transfer
+	$(MAKE) tables
+
 zoo: setup  ## build the zoo of the grid only (roots, calibration roots, children); DRY=1 lists it
 	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS) $(if $(DRY),--dry-run)
 
@@ -48,7 +61,6 @@ test-slow: setup  ## the slow tests only
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 bench: setup  ## measure cold/warm grid time, build and verify times; writes BENCHMARKS.md
-	@test -f scripts/bench.py || { echo "make bench: scripts/bench.py is not written yet (issue 7 is open)"; exit 2; }
 	$(PY) scripts/bench.py --zoo $(ZOO) $(if $(SECTIONS),--sections $(SECTIONS))
 
 transfer: setup  ## fingerprint transfer (vision + language tracks); TRACK=vision|language LAMBDA=1.0; feeds `make tables`

@@ -1,4 +1,4 @@
-"""The ``fpbench`` console script: ``fpbench run|zoo|verify|tables|transfer ...`` dispatches to modules."""
+"""The ``fpbench`` console script: ``fpbench run|zoo|verify|tables|transfer|lineage|attacks ...`` dispatches to modules."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ COMMANDS = {
     "verify": "fpbench.verify:cli",
     "tables": "fpbench.report.__main__:cli",
     "transfer": "fpbench.transfer.__main__:cli",
+    "lineage": "fpbench.lineage.__main__:cli",
+    "attacks": "fpbench.cmf.attacks:cli",
 }
 
 

@@ -1,5 +1,5 @@
 """The seed paper's attack scenarios (sec. IV-C, promised and not reported), run against every method that
-applies: ``python -m fpbench.cmf.attacks [zoo=ci] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]``.
+applies: ``python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]``.
 
 - removal: cells of each method under the adaptive removal attack (``cmf_remove*``: noise on every singular
   value, 1/10/100 x alpha, and 100 x alpha with a recovery fine-tune). Per positive pair: verified or not, and
@@ -43,7 +43,7 @@ METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "cmf_embedded_strong", 
 REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
 AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
 ADVERSARY_SECRET = 666  # the forger's own secret (any value other than the owner's)
-USAGE = "usage: python -m fpbench.cmf.attacks [zoo=ci] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]"
+USAGE = "usage: python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]"
 
 
 def attacks_dir(runs_dir: Path | str, zoo: str) -> Path:
@@ -209,7 +209,7 @@ def _module_subject(zoo: Zoo, like: ZooModel, module: torch.nn.Module, tag: str)
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    opts = {"zoo": "ci", "runs_dir": "runs", "methods": ",".join(METHODS), "parts": "removal,forgery,ambiguity",
+    opts = {"zoo": "tiny", "runs_dir": "runs", "methods": ",".join(METHODS), "parts": "removal,forgery,ambiguity",
             "device": "auto"}
     for arg in argv:
         key, sep, value = arg.partition("=")
@@ -234,5 +234,9 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()
