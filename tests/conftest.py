@@ -35,6 +35,16 @@ def ci_zoo(ci_runs_dir: Path, ci_zoo_cfg: dict):
     return zoo
 
 
+@pytest.fixture(scope="module")
+def trio(ci_zoo) -> tuple:
+    """(owner, fine-tuned child, independent of the same architecture) as subjects."""
+    roots = ci_zoo.roots()
+    owner = roots[0]
+    indep = next(r for r in roots if r.spec.arch == owner.spec.arch and r.id != owner.id)
+    child = ci_zoo.child(owner, "finetune")
+    return ci_zoo.subject(owner), ci_zoo.subject(child), ci_zoo.subject(indep)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
     """The fault-injection summary line (cases tried, survived, records lost) at the end of `make test`."""
     line = getattr(config, "fpbench_fault_summary", None)

@@ -6,29 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from method_helpers import make_method
 
-from fpbench.api import ConfigError, MethodContext
-from fpbench.config import load_option
-from fpbench.registry import method_class
+from fpbench.api import ConfigError
 
 NAMES = ["sac", "sac_w", "modeldiff", "cka", "cort", "weightcos", "agreement"]
 
 
-def make(name: str, zoo, tmp: Path, **override):
-    cfg = load_option("method", name)
-    cls = method_class(cfg.get("impl", cfg["name"]))
-    ctx = MethodContext(data=zoo.data, device=torch.device("cpu"), seed=0, workdir=tmp, progress=False)
-    return cls({**cfg.get("params", {}), **override}, ctx)
-
-
-@pytest.fixture(scope="module")
-def trio(ci_zoo):
-    """(owner, fine-tuned child, independent of the same architecture) as subjects."""
-    roots = ci_zoo.roots()
-    owner = roots[0]
-    indep = next(r for r in roots if r.spec.arch == owner.spec.arch and r.id != owner.id)
-    child = ci_zoo.child(owner, "finetune")
-    return ci_zoo.subject(owner), ci_zoo.subject(child), ci_zoo.subject(indep)
+def make(name: str, zoo, workdir: Path, **override):
+    return make_method(name, zoo, workdir, override)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from method_helpers import make_method
 from torch import nn
 
 from baselines.ipguard import boundary_loss
-from fpbench.api import ConfigError, MethodContext, ModelSpec, NotApplicable
+from fpbench.api import ConfigError, ModelSpec, NotApplicable
 from fpbench.config import load_option
-from fpbench.registry import method_class
 from fpbench.subject import ModelSubject
 
 FAST = {
@@ -20,21 +20,8 @@ FAST = {
 }
 
 
-def make(name: str, zoo, tmp: Path, **override):
-    cfg = load_option("method", name)
-    cls = method_class(cfg.get("impl", cfg["name"]))
-    ctx = MethodContext(data=zoo.data, device=torch.device("cpu"), seed=0, workdir=tmp, progress=False)
-    return cls({**cfg.get("params", {}), **FAST[name], **override}, ctx)
-
-
-@pytest.fixture(scope="module")
-def trio(ci_zoo):
-    """(owner, fine-tuned child, independent of the same architecture) as subjects."""
-    roots = ci_zoo.roots()
-    owner = roots[0]
-    indep = next(r for r in roots if r.spec.arch == owner.spec.arch and r.id != owner.id)
-    child = ci_zoo.child(owner, "finetune")
-    return ci_zoo.subject(owner), ci_zoo.subject(child), ci_zoo.subject(indep)
+def make(name: str, zoo, workdir: Path, **override):
+    return make_method(name, zoo, workdir, FAST[name], override)
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from method_helpers import make_method
 from torch import nn
 
-from fpbench.api import ConfigError, MethodContext, NotApplicable
+from fpbench.api import ConfigError, NotApplicable
 from fpbench.config import load_option
-from fpbench.registry import method_class
 from fpbench.shadows import independent_shadow, module_digest, pirated_shadow
 from fpbench.subject import ModelSubject
 
@@ -29,20 +29,7 @@ SMALL = {
 
 
 def make(name: str, zoo, workdir: Path, **override):
-    cfg = load_option("method", name)
-    cls = method_class(cfg.get("impl", cfg["name"]))
-    ctx = MethodContext(data=zoo.data, device=torch.device("cpu"), seed=0, workdir=workdir, progress=False)
-    return cls({**cfg.get("params", {}), **SMALL[name], **override}, ctx)
-
-
-@pytest.fixture(scope="module")
-def trio(ci_zoo):
-    """(owner, fine-tuned child, independent of the same architecture) as subjects."""
-    roots = ci_zoo.roots()
-    owner = roots[0]
-    indep = next(r for r in roots if r.spec.arch == owner.spec.arch and r.id != owner.id)
-    child = ci_zoo.child(owner, "finetune")
-    return ci_zoo.subject(owner), ci_zoo.subject(child), ci_zoo.subject(indep)
+    return make_method(name, zoo, workdir, SMALL[name], override)
 
 
 @pytest.fixture(scope="module")
