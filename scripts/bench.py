@@ -23,6 +23,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,32 @@ def timed(cmd: list[str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"bench: command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - t0
+
+
+class LoadSampler:
+    """Samples the 1-minute load average every ``every`` seconds while a section runs: the start and end values
+    alone miss other work that ran in the middle."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every, self.samples = every, [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        return {"load_mean": sum(self.samples) / len(self.samples), "load_max": max(self.samples)}
 
 
 def peak_child_rss_mib() -> float:
@@ -129,15 +156,23 @@ def bench_scaling(zoo: str, runs: Path) -> dict[str, Any]:
 SECTIONS = {"grid": bench_grid, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling}
 
 
+def load_line(entry: dict[str, Any]) -> str:
+    """The section's load average: sampled mean and max when recorded (older entries: start and end only)."""
+    if "load_mean" in entry:
+        return (f"1-min load average sampled every 10 s: mean {entry['load_mean']:.1f}, max {entry['load_max']:.1f}"
+                f" (the section's own work is ~1-2)")
+    return f"load {entry['load_before']:.1f} -> {entry['load_after']:.1f} (start and end only)"
+
+
 def render(results: dict[str, Any]) -> str:
     lines = ["# Benchmarks", "", "Written by `make bench` (scripts/bench.py); every number below was measured by it.",
-             "Load average (1 min) before/after each section is shown: above ~2 on this 2-core machine means other",
-             "work was running and the times are upper bounds.", ""]
+             "The load average during each section is shown: above ~2.5 on this 2-core machine means other work was",
+             "running and the times are upper bounds.", ""]
     for name, entry in results.items():
         m, r = entry["machine"], entry["result"]
         lines += [f"## {name} (zoo `{entry['zoo']}`, measured {entry['when']})", "",
                   f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, CUDA {m['cuda']}, torch {m['torch']}, "
-                  f"Python {m['python']}; load {entry['load_before']:.1f} -> {entry['load_after']:.1f}.", ""]
+                  f"Python {m['python']}; {load_line(entry)}.", ""]
         if name == "grid":
             lines += ["| stage | cold s | warm s |", "|---|---|---|"]
             lines += [f"| {k} | {r['cold_seconds'][k]:.1f} | {r['warm_seconds'][k]:.1f} |" for k in r["cold_seconds"]]
@@ -182,12 +217,12 @@ def main() -> None:
         if name not in SECTIONS:
             raise SystemExit(f"bench: unknown section '{name}'; valid: {', '.join(SECTIONS)}")
         target = runs.parent / f"{runs.name}-zoo" if name == "zoo" else runs
-        load_before = os.getloadavg()[0]
         print(f"bench: {name} ...", flush=True)
-        result = SECTIONS[name](args.zoo, target)
+        with LoadSampler() as load:
+            result = SECTIONS[name](args.zoo, target)
         results[name] = {"zoo": args.zoo, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                         "machine": machine(), "load_before": load_before, "load_after": os.getloadavg()[0],
-                         "result": result}
+                         "machine": machine(), "load_before": load.samples[0], "load_after": load.samples[-1],
+                         **load.summary(), "result": result}
         store.parent.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(results, indent=1, default=str))
         Path(args.out).write_text(render(results))
