@@ -171,12 +171,17 @@ def test_effects_table_averages_each_transform_over_its_roots():
          "bits": 4, "weight_sparsity": 0.2, "rel_change_norm": 0.3},
         {"id": "a-s0/distill", "root": "a-s0", "transform": "distill", "accuracy": 0.85, "parent_accuracy": 0.9,
          "weight_sparsity": 0.0, "rel_change_norm": float("nan")},
+        # a child for another task is judged on that task, not on the zoo's own test split
+        {"id": "a-s0/finetune_transfer", "root": "a-s0", "transform": "finetune_transfer", "accuracy": 0.1,
+         "parent_accuracy": 0.9, "task_accuracy": 0.97, "parent_task_accuracy": 0.95},
         # a chain's intermediate step: not a child of its root, left out of the quant4 row
         {"id": "a-s0/finetune/quant4", "root": "a-s0", "transform": "quant4", "accuracy": 0.1,
          "parent_accuracy": 0.9, "bits": 4, "weight_sparsity": 0.9, "rel_change_norm": 9.0},
     ]
     table = effects_table(pd.DataFrame(rows)).set_index("transform")
-    assert list(table.index) == ["distill", "quant4"]
+    assert list(table.index) == ["distill", "finetune_transfer", "quant4"]
+    t = table.loc["finetune_transfer"]
+    assert t["accuracy before"] == pytest.approx(0.95) and t["accuracy after"] == pytest.approx(0.97)
     q = table.loc["quant4"]
     assert q["accuracy before"] == pytest.approx(0.85) and q["accuracy after"] == pytest.approx(0.7)
     assert q["accuracy delta"] == pytest.approx(-0.15) and q["sparsity"] == pytest.approx(0.1)

@@ -3,7 +3,9 @@
 Reads ``records/<zoo>/_models.parquet`` (one row per zoo model, written by the cell runner from each
 child's info). One row per transform config: task accuracy before (the root's) and after, their
 difference, weight sparsity, weight bits (32 = not quantized), the parameter change norm relative to
-the root (NaN where the child has another architecture) and how many children were averaged.
+the root (NaN where the child has another architecture) and how many children were averaged. A child made
+for another task (``finetune_transfer``) is judged on that task: its ``task_accuracy`` against the parent's
+``parent_task_accuracy`` on the same classes, not its accuracy on the zoo's 10-way test split.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def effects_table(models: pd.DataFrame) -> pd.DataFrame:
     kids = models[(models["transform"].fillna("") != "") & (models["id"] == models["root"] + "/" + models["transform"])]
     if kids.empty:
         return pd.DataFrame(columns=COLUMNS)
-    before, after = _col(kids, "parent_accuracy"), _col(kids, "accuracy")
+    before = _col(kids, "parent_task_accuracy").fillna(_col(kids, "parent_accuracy"))
+    after = _col(kids, "task_accuracy").fillna(_col(kids, "accuracy"))
     frame = pd.DataFrame({
         "transform": kids["transform"],
         "accuracy before": before,
