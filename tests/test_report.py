@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from fpbench.records import Record, cell_path, to_frame, write_cell
 from fpbench.report.__main__ import build_report
 from fpbench.report.tables import cell_table, load, table1
@@ -55,3 +57,18 @@ def test_all_outputs_written(tmp_path: Path) -> None:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     page = index.read_text()
     assert "Table I" in page and "heatmap.png" in page and "FAILED" in page
+
+
+def test_tables_are_kept_while_their_records_are_unchanged_and_redrawn_when_one_changes(tmp_path: Path) -> None:
+    _write(tmp_path)
+    index = build_report(tmp_path, "syn")
+    first = index.stat().st_mtime_ns
+    assert build_report(tmp_path, "syn").stat().st_mtime_ns == first  # nothing changed: not redrawn
+    assert build_report(tmp_path, "syn", force=True).stat().st_mtime_ns > first
+    forced = index.stat().st_mtime_ns
+    write_cell(cell_path(tmp_path, "syn", "m", "ft"), to_frame([_rec("m", "ft", 1, 0.95), _rec("m", "ft", 0, 0.05)]))
+    redrawn = build_report(tmp_path, "syn").stat().st_mtime_ns
+    assert redrawn > forced  # a record changed: redrawn
+    cells = pd.read_csv(index.parent / "cells.csv").set_index("transform")
+    assert cells.loc["ft", "pairs"] == 2  # the redrawn tables hold the new records
+    assert build_report(tmp_path, "syn", target_fpr=0.05).stat().st_mtime_ns > redrawn  # another option: redrawn

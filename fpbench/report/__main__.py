@@ -1,11 +1,14 @@
-"""``python -m fpbench.report [runs_dir=runs] [zoo=tiny] [target_fpr=0.01]``: regenerate every table and figure.
+"""``python -m fpbench.report [runs_dir=runs] [zoo=tiny] [target_fpr=0.01] [force=false]``: every table and figure.
 
 Writes ``<runs_dir>/tables/``: table1/2/3 and the extended tables as .md, .csv and .tex, heatmap.png,
-panels.png and index.html. Reads only the records under ``<runs_dir>/records/``.
+panels.png and index.html. Reads only the records under ``<runs_dir>/records/``. When neither the records, nor
+the harness's code, nor the options changed since the tables were written (a digest of all three is kept in
+``tables/.inputs.sha256``), the tables are up to date and are not drawn again; ``force=true`` redraws them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from pathlib import Path
@@ -41,9 +44,30 @@ def lineage_rates(runs_dir: Path, zoo: str) -> dict[str, float]:
     return {str(m): float(g["correct"].mean()) for m, g in claims.groupby("method")} if "method" in claims else {}
 
 
-def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01) -> Path:
+DIGEST_FILE = ".inputs.sha256"
+
+
+def inputs_digest(runs_dir: Path, zoo: str, target_fpr: float) -> str:
+    """SHA-256 of everything the report reads: every record file, the harness's own code, and the options."""
+    h = hashlib.sha256(f"{zoo}|{target_fpr}".encode())
+    package = Path(__file__).resolve().parent.parent
+    code = sorted(package.rglob("*.py")) + sorted(package.rglob("*.yaml"))
+    for base, files in ((runs_dir / "records", sorted((runs_dir / "records").rglob("*.parquet"))), (package, code)):
+        for path in files:
+            h.update(str(path.relative_to(base)).encode())
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01, force: bool = False) -> Path:
+    """Write every table and figure (or keep them when their inputs are unchanged); returns index.html."""
     out = runs_dir / "tables"
     out.mkdir(parents=True, exist_ok=True)
+    digest, stamp, index = inputs_digest(runs_dir, zoo, target_fpr), out / DIGEST_FILE, out / "index.html"
+    if not force and index.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        log.info("tables are up to date with the records (force=true redraws them)")
+        return index
+    stamp.unlink(missing_ok=True)  # a report that dies half way must not look up to date
     df = tables.load(runs_dir, zoo)
     if df.empty:
         raise SystemExit(f"error: no records under {runs_dir}/records/{zoo}; run cells first (make run)")
@@ -72,17 +96,21 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01) -> Path:
             continue
         write_table(frame, out, section.name)
         sections.append((section.title, frame, [f for f in section.figures if (out / f).exists()]))
-    return html.render(sections, out / "index.html", f"fpbench report — zoo '{zoo}'")
+    page = html.render(sections, index, f"fpbench report — zoo '{zoo}'")
+    stamp.write_text(digest + "\n")
+    return page
 
 
 def cli() -> None:
     args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    unknown = set(args) - {"runs_dir", "zoo", "target_fpr"}
+    unknown = set(args) - {"runs_dir", "zoo", "target_fpr", "force"}
     if unknown:
-        print(f"error: unknown option(s) {', '.join(sorted(unknown))}; valid: runs_dir, zoo, target_fpr", file=sys.stderr)
+        print(f"error: unknown option(s) {', '.join(sorted(unknown))}; valid: runs_dir, zoo, target_fpr, force",
+              file=sys.stderr)
         sys.exit(2)
     runs_dir = Path(args.get("runs_dir", "runs"))
-    index = build_report(runs_dir, args.get("zoo", "tiny"), float(args.get("target_fpr", 0.01)))
+    index = build_report(runs_dir, args.get("zoo", "tiny"), float(args.get("target_fpr", 0.01)),
+                         force=args.get("force", "false").lower() == "true")
     print(f"tables and figures written to {index.parent}/ (open {index})")
 
 
