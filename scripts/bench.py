@@ -6,6 +6,7 @@ Sections (each stored in <runs>/bench.json, so sections can be measured at diffe
 file is rewritten from all stored measurements):
   grid     cold and warm wall time of the default grid, the same commands as `make run` (zoo stage,
            method sweep, tables), in a fresh runs dir; peak resident memory of the child processes.
+  warm     the warm run alone, again, on the runs dir the grid section left.
   zoo      cold build time of the whole zoo with every transform config, per transform.
   methods  fingerprint seconds and verify seconds per pair for every method, from the grid's records
            (next to the paper's 0.014 s per pair for CMF and 12.79 s for IPGuard's fingerprint).
@@ -96,6 +97,15 @@ def bench_grid(zoo: str, runs: Path) -> dict[str, Any]:
             "warm_over_cold": total_warm / total_cold, "peak_rss_mib": peak_child_rss_mib()}
 
 
+def bench_warm(zoo: str, runs: Path) -> dict[str, Any]:
+    """The warm run alone, again, on the runs dir the grid section left (its cold numbers are not re-measured)."""
+    if not (runs / "records" / zoo).exists():
+        return {"error": f"no grid under {runs}; measure the grid section first"}
+    names = ("zoo stage", "method sweep", "tables")
+    warm = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
+    return {"warm_seconds": warm, "warm_total": sum(warm.values())}
+
+
 def bench_zoo(zoo: str, runs: Path) -> dict[str, Any]:
     from fpbench.config import list_options
     from fpbench.zoo.__main__ import build, plan
@@ -161,7 +171,7 @@ def bench_scaling(zoo: str, runs: Path) -> dict[str, Any]:
             "builds_for_extra_method": after - before}
 
 
-SECTIONS = {"grid": bench_grid, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling}
+SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling}
 
 
 def load_line(entry: dict[str, Any]) -> str:
@@ -177,6 +187,8 @@ def render(results: dict[str, Any]) -> str:
              "The load average during each section is shown: above ~2.5 on this 2-core machine means other work was",
              "running and the times are upper bounds.", ""]
     for name, entry in results.items():
+        if name == "warm":
+            continue  # shown under the grid section
         m, r = entry["machine"], entry["result"]
         lines += [f"## {name} (zoo `{entry['zoo']}`, measured {entry['when']})", "",
                   f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, CUDA {m['cuda']}, torch {m['torch']}, "
@@ -187,6 +199,13 @@ def render(results: dict[str, Any]) -> str:
             lines += [f"| **total** | **{r['cold_total']:.1f}** | **{r['warm_total']:.1f}** |", "",
                       f"Warm / cold: {100 * r['warm_over_cold']:.1f}% (bar: under 5%). "
                       f"Peak resident memory of a child process: {r['peak_rss_mib']:.0f} MiB.", ""]
+            again = results.get("warm", {})
+            if "warm_total" in again.get("result", {}):
+                w = again["result"]
+                lines += [f"Warm run measured again ({again['when']}, `--sections warm`, {load_line(again)}): "
+                          + ", ".join(f"{k} {v:.1f} s" for k, v in w["warm_seconds"].items())
+                          + f"; total **{w['warm_total']:.1f} s = {100 * w['warm_total'] / r['cold_total']:.1f}%** "
+                          "of the cold run above.", ""]
         elif name == "zoo":
             grid = set(full_transforms()) | {"roots"}
             grid_s = sum(v for k, v in r["per_transform_seconds"].items() if k in grid)
