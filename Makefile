@@ -50,8 +50,8 @@ paper: setup  ## everything behind the tables: the full grid, lineage, attacks a
 zoo: setup  ## build the zoo of the grid only (roots, calibration roots, children); DRY=1 lists it
 	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS) $(if $(DRY),--dry-run)
 
-tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone
-	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
+tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone (FORCE=1 redraws)
+	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO) $(if $(FORCE),force=true)
 	@echo "tables and figures: $(RUNS)/tables/"
 
 test: setup  ## the test suite (fast tests; `make test-slow` for the long ones)
