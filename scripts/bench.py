@@ -228,10 +228,7 @@ def render(results: dict[str, Any]) -> str:
                       f" | {t['queries_per_pair']:.0f} | {t['finetune_auc']:.3f} | {t['pairs']} |" for t in r["table"]]
             missing = [m for m in full_grid("method") if m not in {t["method"] for t in r["table"]}]
             if missing:
-                lines += ["", f"Not in this run (`--methods`): {', '.join(missing)}. Each trains its own shadow models "
-                          "per owner inside `fingerprint()` (MetaFinger: 3 pirates + 4 independents + 4 pruned "
-                          "copies; CAE: 3 surrogates + 3 references); one MetaFinger fingerprint of a tiny owner took "
-                          "18 min on 2 cores shared with the test suite, so the 7 owners did not fit this session."]
+                lines += ["", f"Not in this run (`--methods`): {', '.join(missing)}."]
             lines += ["", f"The paper reports {PAPER['cmf_verify_seconds']} s per verification for CMF and "
                       f"{PAPER['ipguard_fingerprint_seconds']} s for IPGuard's fingerprint generation.", ""]
         elif name == "scaling":
