@@ -195,3 +195,16 @@ def test_projection_readout_survives_crossing_singular_values(ci_zoo, family, tm
     s_proj, s_indep = projected.score(fp, ci_zoo.subject(strong)), projected.score(fp, indep)
     assert s_proj > 0.99 and s_proj > s_sorted + 0.1, (s_proj, s_sorted)
     assert abs(s_indep) < 0.3, s_indep
+
+
+@pytest.mark.parametrize("shape", [(64, 147), (128, 1152), (300, 40), (16, 3, 3, 3), (10, 128)])
+def test_top_singular_values_equal_svdvals(shape: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(shape, generator=g)
+    w[: shape[0] // 2] *= 1e-3  # a wide spread of singular values, as trained layers have
+    ref = torch.linalg.svdvals(as_matrix(w).double()).float()
+    k = 20
+    got = top_singular_values(w, k)
+    n = min(k, ref.numel())
+    assert torch.allclose(got[:n], ref[:n], rtol=1e-5, atol=1e-7 * float(ref[0]))
+    assert (got[n:] == 0).all()
