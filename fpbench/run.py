@@ -64,13 +64,18 @@ class CellSpec:
 
     @property
     def config_hash(self) -> str:
-        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg,
+        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self._method,
                             "transform": resolved_transform(self.transform_cfg), "seed": self.seed, **self._protect})
 
     @property
     def calibration_hash(self) -> str:
-        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self.method_cfg, "seed": self.seed,
+        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, "method": self._method, "seed": self.seed,
                             **self._protect})
+
+    @property
+    def _method(self) -> dict[str, Any]:
+        """The method config with its implementation's version: changed method code re-runs the method's cells."""
+        return {**self.method_cfg, "v": method_class(self.method_cfg.get("impl", self.method_cfg["name"])).version}
 
 
 class CellRunner:

@@ -36,3 +36,11 @@ def test_chain_cell_hash_follows_its_steps_parameters(monkeypatch):
 
     monkeypatch.setattr(build, "load_option", with_other_prune)
     assert _hash("chain") != chain
+
+
+def test_cell_hash_follows_the_methods_implementation(monkeypatch):
+    from fpbench.cmf.fingerprinter import CrossModalFingerprinter
+
+    before = _hash("finetune")
+    monkeypatch.setattr(CrossModalFingerprinter, "version", "test-changed")
+    assert _hash("finetune") != before
