@@ -26,7 +26,11 @@ def top_singular_values(w: torch.Tensor, k: int) -> torch.Tensor:
     """
     a = as_matrix(w).detach().to(torch.float64)
     gram = a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a
-    s = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt().to(torch.float32).cpu()
+    try:
+        s = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).sqrt()
+    except torch.linalg.LinAlgError:  # LAPACK's eigh can fail to converge on a degenerate Gram matrix; SVD does not
+        s = torch.linalg.svdvals(a)
+    s = s.to(torch.float32).cpu()
     out = torch.zeros(k)
     out[: min(k, s.numel())] = s[:k]
     return out

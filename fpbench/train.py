@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from fpbench.api import NotApplicable
 from fpbench.data import ImageSet
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,6 +64,10 @@ def _make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.o
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
 
 
+class TrainingDiverged(NotApplicable):
+    """Training ended with a non-finite loss: the transform cannot make a working child at these settings."""
+
+
 def train(
     model: nn.Module,
     data: ImageSet,
@@ -100,6 +105,9 @@ def train(
                 bar.set_postfix(loss=f"{last:.3f}")
     bar.close()
     model.eval()
+    if step and not math.isfinite(last):  # a diverged child is no evidence: say so instead of storing it
+        raise TrainingDiverged(f"{desc}: training diverged (loss {last} after {step} steps at lr {cfg.lr}); "
+                               "this model needs a lower transform.params.lr")
     return {"final_loss": last, "steps": float(step)}
 
 

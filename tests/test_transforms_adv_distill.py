@@ -197,3 +197,16 @@ def test_distillation_loss_is_zero_only_when_the_student_matches_the_teacher():
     assert float(distillation_loss(teacher.clone(), teacher, 4.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(distillation_loss(teacher + 3.0, teacher, 4.0)) == pytest.approx(0.0, abs=1e-5)  # shift-invariant
     assert float(distillation_loss(torch.randn(8, 10), teacher, 4.0)) > 0.01
+
+
+def test_training_that_diverges_is_refused_not_stored(ci_zoo):
+    """A child whose training loss ends non-finite is no evidence: train() says so (a not-applicable reason that
+    names the fix) instead of returning a broken model."""
+    from torch import nn
+
+    from fpbench.train import TrainConfig, TrainingDiverged, train
+
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(TrainingDiverged, match="lower transform.params.lr"):
+        train(model, ci_zoo.data.split("train_b"), TrainConfig(steps=3, lr=0.1, batch_size=16), seed=0,
+              device=torch.device("cpu"), loss_fn=lambda m, x, y: m(x).sum() * float("nan"))

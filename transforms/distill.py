@@ -34,6 +34,7 @@ def query_set(split: ImageSet, n: int) -> ImageSet:
 
 class Distill(Transform):
     name = "distill"
+    version = "2"  # v2: a student whose training diverges is not stored (TrainingDiverged)
 
     def _p(self, key: str) -> Any:
         return self.params.get(key, DEFAULTS[key])
