@@ -87,11 +87,17 @@ def grid_commands(zoo: str, runs: Path, experiment: str = "grid") -> list[list[s
             [PY, "-m", "fpbench.report", f"runs_dir={runs}", f"zoo={zoo}"]]
 
 
+GRID_STAGES = ("zoo stage", "method sweep", "tables")
+
+
+def time_grid(zoo: str, runs: Path) -> dict[str, float]:
+    """Wall seconds of each stage of the default grid (the commands of `make run`)."""
+    return {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands(zoo, runs), strict=True)}
+
+
 def bench_grid(zoo: str, runs: Path) -> dict[str, Any]:
     shutil.rmtree(runs, ignore_errors=True)
-    names = ("zoo stage", "method sweep", "tables")
-    cold = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
-    warm = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
+    cold, warm = time_grid(zoo, runs), time_grid(zoo, runs)
     total_cold, total_warm = sum(cold.values()), sum(warm.values())
     return {"cold_seconds": cold, "warm_seconds": warm, "cold_total": total_cold, "warm_total": total_warm,
             "warm_over_cold": total_warm / total_cold, "peak_rss_mib": peak_child_rss_mib()}
@@ -101,8 +107,7 @@ def bench_warm(zoo: str, runs: Path) -> dict[str, Any]:
     """The warm run alone, again, on the runs dir the grid section left (its cold numbers are not re-measured)."""
     if not (runs / "records" / zoo).exists():
         return {"error": f"no grid under {runs}; measure the grid section first"}
-    names = ("zoo stage", "method sweep", "tables")
-    warm = {n: timed(c) for n, c in zip(names, grid_commands(zoo, runs), strict=True)}
+    warm = time_grid(zoo, runs)
     return {"warm_seconds": warm, "warm_total": sum(warm.values())}
 
 
@@ -125,21 +130,13 @@ def full_grid(key: str) -> list[str]:
     return str(load_option("experiment", "full")["hydra"]["sweeper"]["params"][key]).split(",")
 
 
-def full_methods() -> str:
-    return ",".join(full_grid("method"))
-
-
-def full_transforms() -> list[str]:
-    return full_grid("transform")
-
-
 def bench_methods(zoo: str, runs: Path, methods: str | None = None) -> dict[str, Any]:
     """The methods (default: every method of the full grid) on the ``finetune`` cell (zoo reused from the grid
     section), then fingerprint seconds per owner and verify seconds per pair from the records, with each AUC."""
     from fpbench.metrics import auc
     from fpbench.records import load_all
 
-    methods = methods or full_methods()
+    methods = methods or ",".join(full_grid("method"))
     seconds = timed([PY, "-m", "fpbench.run", "-m", f"method={methods}", "transform=finetune", f"zoo={zoo}",
                      f"runs_dir={runs}", "progress=false"])
     df = load_all(runs, zoo)
@@ -207,7 +204,7 @@ def render(results: dict[str, Any]) -> str:
                           + f"; total **{w['warm_total']:.1f} s = {100 * w['warm_total'] / r['cold_total']:.1f}%** "
                           "of the cold run above.", ""]
         elif name == "zoo":
-            grid = set(full_transforms()) | {"roots"}
+            grid = set(full_grid("transform")) | {"roots"}
             grid_s = sum(v for k, v in r["per_transform_seconds"].items() if k in grid)
             lines += [f"Whole zoo, every transform config, cold, one process: **{r['total_seconds'] / 60:.1f} min** "
                       f"({r['artefacts_built']} artefacts). Of that, the roots and the {len(grid) - 1} transforms of the "
