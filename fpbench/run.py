@@ -16,6 +16,7 @@ import math
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from fpbench.config import check_option
 from fpbench.records import Record, cell_done, cell_path, read_cell, to_frame, write_cell
 from fpbench.registry import UnknownName, method_class
 from fpbench.subject import ModelSubject
-from fpbench.utils import configure_threads, git_commit, library_versions, resolve_device, stable_hash
+from fpbench.utils import available_cores, configure_threads, git_commit, library_versions, resolve_device, stable_hash
 from fpbench.zoo.build import Zoo, ZooModel, resolved_transform, transform_config
 from fpbench.zoo.store import ArtefactStore
 
@@ -298,8 +299,21 @@ def summary_line(method: str, transform: str, zoo: str, s: dict[str, Any], cache
 _RUNNERS: dict[str, CellRunner] = {}  # one per zoo per process: a multirun reuses loaded models
 
 
-def run_cell(spec: CellSpec) -> tuple[pd.DataFrame, dict[str, Any], bool]:
-    configure_threads()
+def cores_per_worker(launcher: Mapping[str, Any], cores: int) -> int:
+    """A launcher worker's share of ``cores``: ``cpus_per_task`` (submitit), ``cores // n_jobs`` (joblib; n_jobs
+    <= 0 counts back from all cores, as joblib does), else every core (the basic launcher runs jobs one by one)."""
+    if launcher.get("cpus_per_task"):
+        return max(1, min(int(launcher["cpus_per_task"]), cores))
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None:
+        return cores
+    n_jobs = int(n_jobs)
+    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, cores // workers)
+
+
+def run_cell(spec: CellSpec, cores: int | None = None) -> tuple[pd.DataFrame, dict[str, Any], bool]:
+    configure_threads(cores)
     zkey = stable_hash([spec.zoo_cfg, str(spec.runs_dir), spec.device, spec.seed])
     runner = _RUNNERS.get(zkey)
     if runner is None:
@@ -374,7 +388,7 @@ def _hydra_main() -> None:
             print(f"error: {exc} (cell {spec.method_cfg['name']} x {spec.transform_cfg['name']}; nothing was run)",
                   file=sys.stderr)
             sys.exit(2)
-        df, summary, cached = run_cell(spec)
+        df, summary, cached = run_cell(spec, cores_per_worker(HydraConfig.get().launcher, available_cores()))
         print(summary_line(spec.method_cfg["name"], spec.transform_cfg["name"], spec.zoo_cfg["name"], summary, cached),
               flush=True)
         if summary["status"] == "error" and HydraConfig.get().mode == RunMode.RUN:
