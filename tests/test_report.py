@@ -72,3 +72,14 @@ def test_tables_are_kept_while_their_records_are_unchanged_and_redrawn_when_one_
     cells = pd.read_csv(index.parent / "cells.csv").set_index("transform")
     assert cells.loc["ft", "pairs"] == 2  # the redrawn tables hold the new records
     assert build_report(tmp_path, "syn", target_fpr=0.05).stat().st_mtime_ns > redrawn  # another option: redrawn
+
+
+def test_attack_study_cells_stay_out_of_the_grid_tables(tmp_path: Path) -> None:
+    """A removal-attack cell (made to break methods) has its own table; it must not drag Table II down."""
+    _write(tmp_path)
+    broken = [_rec("m", "cmf_remove100", 1, 0.0) for _ in range(3)] + [_rec("m", "cmf_remove100", 0, 0.0)]
+    write_cell(cell_path(tmp_path, "syn", "m", "cmf_remove100"), to_frame(broken))
+    index = build_report(tmp_path, "syn")
+    t2 = pd.read_csv(index.parent / "table2.csv").set_index("method")
+    assert t2.loc["m", "Pairs"] == 6 and t2.loc["m", "TPR"] == 2 / 3  # the ft cell alone
+    assert "cmf_remove100" not in set(pd.read_csv(index.parent / "cells.csv")["transform"])

@@ -15,6 +15,12 @@ import pandas as pd
 
 from fpbench import metrics as M
 
+# The attack study's cells (``python -m fpbench.cmf.attacks``). They are made to break methods and are reported
+# here; Tables I-III, the heatmap and the panels describe the transformation grid and leave them out.
+REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
+AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
+ATTACK_STUDY_TRANSFORMS = frozenset(REMOVAL + AMBIGUITY)
+
 
 def _load(runs_dir: Path, zoo: str, part: str) -> pd.DataFrame | None:
     path = Path(runs_dir) / "records" / zoo / "_attacks" / f"{part}.parquet"

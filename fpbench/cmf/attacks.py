@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from fpbench.api import Fingerprint, Method, MethodContext, NotApplicable
+from fpbench.cmf.attack_report import AMBIGUITY, REMOVAL
 from fpbench.config import load_option
 from fpbench.records import write_cell
 from fpbench.registry import method_class
@@ -40,8 +41,6 @@ from fpbench.zoo.build import Zoo, ZooModel, transform_config
 
 log = logging.getLogger("fpbench.attacks")
 METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "cmf_embedded_strong", "sac", "modeldiff", "cka", "weightcos"]
-REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
-AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
 ADVERSARY_SECRET = 666  # the forger's own secret (any value other than the owner's)
 USAGE = "usage: python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]"
 

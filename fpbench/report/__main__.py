@@ -68,7 +68,7 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01, force: bool
         log.info("tables are up to date with the records (force=true redraws them)")
         return index
     stamp.unlink(missing_ok=True)  # a report that dies half way must not look up to date
-    df = tables.load(runs_dir, zoo)
+    df = tables.grid_records(tables.load(runs_dir, zoo))
     if df.empty:
         raise SystemExit(f"error: no records under {runs_dir}/records/{zoo}; run cells first (make run)")
     cells = tables.cell_table(df, target_fpr)
