@@ -2,8 +2,8 @@
 
     python scripts/bench.py [--zoo tiny] [--sections grid,zoo,methods,scaling] [--runs runs/bench]
 
-Sections (each stored in <runs>/bench.json, so sections can be measured at different times and the
-file is rewritten from all stored measurements):
+Sections (each stored in BENCHMARKS.json beside the page, so sections can be measured at different times and the
+page is rewritten from all stored measurements; a section of the page measured before the store existed is kept):
   grid     cold and warm wall time of the default grid, the same commands as `make run` (zoo stage,
            method sweep, tables), in a fresh runs dir; peak resident memory of the child processes.
   warm     the warm run alone, again, on the runs dir the grid section left.
@@ -11,6 +11,7 @@ file is rewritten from all stored measurements):
   methods  fingerprint seconds and verify seconds per pair for every method, from the grid's records
            (next to the paper's 0.014 s per pair for CMF and 12.79 s for IPGuard's fingerprint).
   scaling  how cost grows: a method added to a built zoo builds nothing (cost = builds + methods x pairs).
+  transfer `make transfer` cold (both tracks) and the per-way means of its table.
 The load average before and after each section is recorded: numbers measured on a busy machine say so.
 """
 
@@ -168,7 +169,21 @@ def bench_scaling(zoo: str, runs: Path) -> dict[str, Any]:
             "builds_for_extra_method": after - before}
 
 
-SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling}
+def bench_transfer(zoo: str, runs: Path) -> dict[str, Any]:
+    """``make transfer`` cold in a fresh runs dir (the vision base, a root of the tiny zoo, is trained too), both
+    tracks; the per-way means of the transfer table it wrote."""
+    import pandas as pd
+
+    shutil.rmtree(runs, ignore_errors=True)
+    seconds = timed([PY, "-m", "fpbench.transfer", f"runs_dir={runs}"])
+    table = pd.read_csv(runs / "tables" / "transfer.csv")
+    cols = ["track", "way", "models", "fsr", "quality_delta", "fsr_finetune", "fsr_prune", "fsr_quantize", "fsr_merge",
+            "cost_seconds"]
+    return {"seconds": seconds, "table": table[cols].to_dict(orient="records")}
+
+
+SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling,
+            "transfer": bench_transfer}
 
 
 def load_line(entry: dict[str, Any]) -> str:
@@ -179,7 +194,21 @@ def load_line(entry: dict[str, Any]) -> str:
     return f"load {entry['load_before']:.1f} -> {entry['load_after']:.1f} (start and end only)"
 
 
-def render(results: dict[str, Any]) -> str:
+def earlier_sections(text: str, measured: set[str]) -> list[str]:
+    """The ``## <section>`` blocks of an existing BENCHMARKS.md whose measurements are not in the store (measured
+    before the store was kept beside it): carried over verbatim rather than lost."""
+    blocks: dict[str, list[str]] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            current = line.split()[1]
+            blocks[current] = []
+        if current is not None:
+            blocks[current].append(line)
+    return [line for name, block in blocks.items() if name in SECTIONS and name not in measured for line in block]
+
+
+def render(results: dict[str, Any], earlier: str = "") -> str:
     lines = ["# Benchmarks", "", "Written by `make bench` (scripts/bench.py); every number below was measured by it.",
              "The load average during each section is shown: above ~2.5 on this 2-core machine means other work was",
              "running and the times are upper bounds.", ""]
@@ -228,13 +257,22 @@ def render(results: dict[str, Any]) -> str:
                 lines += ["", f"Not in this run (`--methods`): {', '.join(missing)}."]
             lines += ["", f"The paper reports {PAPER['cmf_verify_seconds']} s per verification for CMF and "
                       f"{PAPER['ipguard_fingerprint_seconds']} s for IPGuard's fingerprint generation.", ""]
+        elif name == "transfer":
+            lines += [f"`make transfer` (both tracks, 3 downstream models each), cold in a fresh runs dir: "
+                      f"**{r['seconds'] / 60:.1f} min** (bar: under 30 min). Means over the downstream models:", "",
+                      "| track | way | models | FSR | quality change | FSR after finetune / prune / quantize / merge "
+                      "| seconds per fingerprinted model |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {t['track']} | {t['way']} | {t['models']} | {t['fsr']:.2f} | {t['quality_delta']:+.3f} | "
+                      f"{t['fsr_finetune']:.2f} / {t['fsr_prune']:.2f} / {t['fsr_quantize']:.2f} / {t['fsr_merge']:.2f}"
+                      f" | {t['cost_seconds']:.1f} |" for t in r["table"]]
+            lines += ["", "Quality: accuracy (vision) or perplexity (language) minus the downstream model's own.", ""]
         elif name == "scaling":
             lines += [f"Adding method `{r['extra_method']}` to the built grid took {r['seconds']:.1f} s and built "
                       f"{r['builds_for_extra_method']} artefacts ({r['artefacts_before']} -> {r['artefacts_after']}):"
                       " the cost grows as builds + methods x pairs, never builds x methods.", ""]
         else:
             lines += ["```", json.dumps(r, indent=1), "```", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + earlier_sections(earlier, set(results))) + "\n"
 
 
 def main() -> None:
@@ -246,11 +284,12 @@ def main() -> None:
     ap.add_argument("--methods", default=None, help="methods section: comma-separated (default: experiment=full's)")
     ap.add_argument("--render-only", action="store_true", help="rewrite the file from the stored measurements")
     args = ap.parse_args()
-    runs = Path(args.runs)
-    store = runs.parent / f"{runs.name}.json"
+    runs, out = Path(args.runs), Path(args.out)
+    store = out.with_suffix(".json")  # the measurements, kept (and committed) beside the page they render
     results: dict[str, Any] = json.loads(store.read_text()) if store.exists() else {}
+    earlier = out.read_text() if out.exists() else ""
     if args.render_only:
-        Path(args.out).write_text(render(results))
+        out.write_text(render(results, earlier))
         return
     for name in args.sections.split(","):
         if name not in SECTIONS:
@@ -263,9 +302,8 @@ def main() -> None:
         results[name] = {"zoo": args.zoo, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "machine": machine(), "load_before": load.samples[0], "load_after": load.samples[-1],
                          **load.summary(), "result": result}
-        store.parent.mkdir(parents=True, exist_ok=True)
         store.write_text(json.dumps(results, indent=1, default=str))
-        Path(args.out).write_text(render(results))
+        out.write_text(render(results, earlier))
         print(f"bench: {name} done; {args.out} updated", flush=True)
 
 
