@@ -39,6 +39,9 @@ def test_configure_threads_respects_the_share_and_a_pinned_value(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_available_cores_is_the_affinity():
-    if hasattr(os, "sched_getaffinity"):
-        assert available_cores() == len(os.sched_getaffinity(0))
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_available_cores_is_the_affinity_not_the_node(monkeypatch):
+    """A SLURM task granted 2 CPUs of a 64-core node must not start 64 threads."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 7})
+    assert available_cores() == 2
