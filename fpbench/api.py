@@ -1,7 +1,9 @@
 """The contracts every method, transform and model wrapper of fpbench keeps.
 
-Ground floor: imports nothing of ours. A method sees models only through a :class:`Subject`;
-a transform sees an ``nn.Module`` plus its :class:`ModelSpec` and returns a new one.
+Ground floor: imports only ``fpbench.errors`` and ``fpbench.params``. A method sees its owner as an
+:class:`Owner` (the defender's own model: full access) and a suspect as a :class:`Suspect` (reached only
+through queries at the method's declared access); a transform sees an ``nn.Module`` plus its
+:class:`ModelSpec` and returns a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 import torch
 from torch import nn
 
+# The errors live in fpbench.errors (so that imports point one way); re-exported here for methods and transforms.
+from fpbench.errors import (  # noqa: F401
+    AccessViolation,
+    ConfigError,
+    FpbenchError,
+    NotApplicable,
+    QueryBudgetExceeded,
+    require,
+)
+from fpbench.params import MethodParams, Params, TransformParams, build_params  # noqa: F401
+
 if TYPE_CHECKING:  # pragma: no cover
     from fpbench.data import DataBundle
 
@@ -25,26 +38,6 @@ ACCESS_LEVELS: tuple[str, ...] = (
     "black-box probabilities",
     "black-box labels",
 )
-
-
-class FpbenchError(Exception):
-    """Base class of the errors fpbench raises on purpose (bad input, not bugs)."""
-
-
-class ConfigError(FpbenchError, ValueError):
-    """A configuration value is unknown or out of range; the message names the field and the fix."""
-
-
-class QueryBudgetExceeded(FpbenchError):
-    """A method asked a suspect for more inputs than its declared ``query_budget``."""
-
-
-class NotApplicable(FpbenchError):
-    """A transform cannot apply to a model, or a method cannot score a pair; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -75,12 +68,13 @@ class ModelSpec:
 
 
 @runtime_checkable
-class Subject(Protocol):
-    """A model as a fingerprinting method may query it (see ``fpbench.subject.ModelSubject``)."""
+class Suspect(Protocol):
+    """A suspect model as a method may query it (``fpbench.subject.SuspectView``): only what the method's
+    declared ``access`` allows -- labels < probabilities/logits < features and per-layer activations < weights.
+    Asking for more raises :class:`AccessViolation`; every query is counted against the method's budget."""
 
     id: str
     spec: ModelSpec
-    model: nn.Module
     device: torch.device
     query_count: int
 
@@ -88,7 +82,21 @@ class Subject(Protocol):
     def probs(self, x: torch.Tensor) -> torch.Tensor: ...
     def labels(self, x: torch.Tensor) -> torch.Tensor: ...
     def features(self, x: torch.Tensor) -> torch.Tensor: ...  # penultimate / image embedding
+    def activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...  # per-layer outputs of the trunk
     def named_weights(self) -> dict[str, torch.Tensor]: ...  # effective weights of the vision trunk
+
+
+@runtime_checkable
+class Owner(Suspect, Protocol):
+    """The defender's own model (``fpbench.subject.ModelSubject``): everything a suspect offers at full access,
+    plus the module itself (gradients allowed) and what only the owner knows (``owner_private``, e.g. an
+    embedded signature's secret)."""
+
+    model: nn.Module
+    owner_private: dict[str, Any]
+
+
+Subject = Suspect  # the older name of the query interface
 
 
 @dataclass
@@ -118,32 +126,36 @@ class MethodContext:
 class Method(abc.ABC):
     """A fingerprinting method: ``fingerprint(owner)`` once, then ``score(fp, suspect)`` per suspect.
 
-    Higher scores mean "more likely derived". ``params['threshold']`` is the method's fixed threshold.
+    Higher scores mean "more likely derived". Parameters are the class's ``Params`` dataclass (the one home of
+    their defaults, validated at construction); ``self.p`` holds them typed, ``self.params`` as a plain dict.
+    ``name`` is the config's name (``sac_w`` of implementation ``sac``); the registry key is the implementation's.
     """
 
-    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
     access: ClassVar[Access]
     version: ClassVar[str] = "1"
 
-    def __init__(self, params: dict[str, Any], ctx: MethodContext) -> None:
-        self.params = dict(params)
+    def __init__(self, params: dict[str, Any] | None, ctx: MethodContext, name: str | None = None) -> None:
+        self.name = name or type(self).__name__.lower()
+        self.p = build_params(self.Params, params, f"method '{self.name}'")
+        self.params = self.p.as_dict()
         self.ctx = ctx
-        self.validate()
 
-    def validate(self) -> None:
-        """Reject out-of-range parameters before any work starts (raise ConfigError naming the field)."""
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        """The parameters a config resolves to (defaults filled in), validated, without building the method."""
+        return build_params(cls.Params, params, f"method '{name}'").as_dict()
 
     @property
     def threshold(self) -> float:
-        return float(self.params.get("threshold", 0.5))
+        return float(self.p.threshold)
 
     @property
     def query_budget(self) -> int | None:
-        """Inputs ``score`` may send to one suspect (``params['query_budget']``); the runner enforces it."""
-        budget = self.params.get("query_budget")
-        return None if budget is None else int(budget)
+        """Inputs ``score`` may send to one suspect (``params.query_budget``); the Subject enforces it."""
+        return self.p.query_budget
 
-    def check_applicable(self, owner: Subject, suspect: Subject) -> None:
+    def check_applicable(self, owner: Suspect, suspect: Suspect) -> None:
         """Raise NotApplicable when this method cannot score this pair.
 
         Default: a method that compares the suspect's labels with the owner's needs both to predict the same
@@ -155,10 +167,10 @@ class Method(abc.ABC):
                 f"classes) is not the owner's ({owner.spec.num_classes} classes)")
 
     @abc.abstractmethod
-    def fingerprint(self, owner: Subject) -> Fingerprint: ...
+    def fingerprint(self, owner: Owner) -> Fingerprint: ...
 
     @abc.abstractmethod
-    def score(self, fp: Fingerprint, suspect: Subject) -> float: ...
+    def score(self, fp: Fingerprint, suspect: Suspect) -> float: ...
 
 
 @dataclass
@@ -184,27 +196,29 @@ class TransformResult:
 
 
 class Transform(abc.ABC):
-    """Makes a child from a parent. ``cheap`` transforms are stored as a recipe and re-applied on load."""
+    """Makes a child from a parent. A ``cheap`` transform (deterministic and fast, e.g. prune without recovery)
+    is stored as a recipe and re-applied on load. Parameters: the class's ``Params`` dataclass, as for methods."""
 
-    name: ClassVar[str]
+    Params: ClassVar[type[TransformParams]] = TransformParams
     version: ClassVar[str] = "1"
-    cheap: ClassVar[bool] = False
 
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = dict(params)
-        self.validate()
+    def __init__(self, params: dict[str, Any] | None, name: str | None = None) -> None:
+        self.name = name or type(self).__name__.lower()
+        self.p = build_params(self.Params, params, f"transform '{self.name}'")
+        self.params = self.p.as_dict()
 
-    def validate(self) -> None:
-        """Reject out-of-range parameters before any work starts (raise ConfigError naming the field)."""
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any] | None, name: str) -> dict[str, Any]:
+        """The parameters a config resolves to (defaults filled in), validated, without building the transform."""
+        return build_params(cls.Params, params, f"transform '{name}'").as_dict()
+
+    @property
+    def cheap(self) -> bool:
+        """Whether the child is stored as its recipe only (override for transforms cheap under some params)."""
+        return False
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         """Raise NotApplicable when this transform cannot apply to this model."""
 
     @abc.abstractmethod
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult: ...
-
-
-def require(cond: bool, field_name: str, message: str) -> None:
-    """Raise a ConfigError naming ``field_name`` unless ``cond`` holds."""
-    if not cond:
-        raise ConfigError(f"invalid parameter '{field_name}': {message}")
