@@ -90,3 +90,14 @@ def git_commit() -> str:
         return (sha + ("-dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def module_digest(model: torch.nn.Module) -> str:
+    """A hash of a module's state dict (names, shapes, dtypes, values): the same weights give the same digest
+    wherever they were loaded from (a zoo artefact or a user's file)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        if t.numel():
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -3,17 +3,22 @@
     python -m fpbench.verify method=sac owner=mine.safetensors suspect=theirs.safetensors arch=resnet
     python -m fpbench.verify export zoo=ci model=resnet-s0/finetune out=child.safetensors
 
-Models are read from safetensors only (a pickle checkpoint is refused unless ``allow_pickle=true``, and is
-then loaded weights-only). The architecture is a zoo arch key (``arch=resnet`` of ``zoo=tiny``), a timm
-model name (``arch=resnet18``), or a model spec JSON written next to the file (``<file>.json``, as
-``export`` writes it: this is how CLIP-style children with an open_clip config are named). The method's
-fixed threshold is reported with the threshold calibrated on the zoo's held-out independent roots, when
-calibration records exist, so the decision says at which false-positive rate it was made.
+A Hydra app (``conf/verify.yaml``; ``conf/export.yaml`` for ``export``): ``method=`` and ``zoo=`` select configs of
+their groups, so ``method.params.threshold=0.9`` works as in ``fpbench.run``. Scoring goes through
+``fpbench.evaluate`` -- the same path as a grid cell: the same method construction, fingerprint cache,
+access-limited suspect, query budget and accuracy check. Models are read from safetensors only (a pickle
+checkpoint is refused unless ``allow_pickle=true``, and is then loaded weights-only). The architecture is a zoo
+arch key (``arch=resnet`` of ``zoo=tiny``), a timm model name (``arch=resnet18``), or a model spec JSON written
+next to the file (``<file>.json``, as ``export`` writes it: this is how CLIP-style children with an open_clip
+config are named). The method's fixed threshold is reported with the threshold calibrated on the zoo's
+held-out independent roots, when calibration records exist, so the decision says at which false-positive rate
+it was made.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +27,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench import metrics as M
-from fpbench.api import ConfigError, Fingerprint, FpbenchError, MethodContext, ModelSpec
+from fpbench import thresholds
+from fpbench.api import ModelSpec
 from fpbench.config import load_option
-from fpbench.records import cell_path, read_cell
-from fpbench.registry import UnknownName, method_class
+from fpbench.errors import ConfigError, FpbenchError
+from fpbench.evaluate import Candidate, Evaluator, Provenance, make_method
+from fpbench.records import to_frame
 from fpbench.safeload import load_model
-from fpbench.subject import ModelSubject
-from fpbench.utils import configure_threads, file_sha256, resolve_device, stable_hash
+from fpbench.utils import configure_threads, file_sha256, resolve_device
 from fpbench.zoo.store import ArtefactStore
 
-CALIBRATION = "_calibration"
-USAGE = ("usage: python -m fpbench.verify method=NAME owner=FILE suspect=FILE [arch=NAME] [suspect_arch=NAME] "
-         "[zoo=tiny] [runs_dir=runs] [target_fpr=0.01] [allow_pickle=false] [device=auto]\n"
-         "       python -m fpbench.verify export zoo=NAME model=ID out=FILE [runs_dir=runs]")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @dataclass
@@ -95,57 +97,46 @@ def _with_wrapper_prefix(path: Path, spec: ModelSpec, allow_pickle: bool) -> nn.
     return load_model(path, spec, allow_pickle=allow_pickle)
 
 
-def calibrated(runs_dir: Path, zoo: str, method: str, target_fpr: float) -> tuple[float | None, str]:
-    df = read_cell(cell_path(runs_dir, zoo, method, CALIBRATION))
-    if df is None or df.empty or not (df["status"] == "ok").any():
-        return None, (f"no calibration records for method '{method}' on zoo '{zoo}' under {runs_dir}; run "
-                      f"`python -m fpbench.run zoo={zoo} method={method}` once to create them")
-    ok = df[df["status"] == "ok"]
-    t = M.calibrate_threshold(ok["score"].to_numpy(), target_fpr)
-    suspects = sorted(set(ok["suspect"]))
-    return t, (f"calibrated at FPR {target_fpr:g} on {len(ok)} negative pairs: zoo '{zoo}' owners vs its "
-               f"held-out independent roots {', '.join(suspects)}")
+def file_candidate(path: Path, spec: ModelSpec, allow_pickle: bool) -> Candidate:
+    """A model file as the evaluation sees it: its content digest is its key (fingerprints are cached by it)."""
+    if not path.is_file():
+        raise ConfigError(f"model file {path} does not exist (or is not a file); give the path of a .safetensors file")
+    return Candidate(id=path.stem, key=f"file:{file_sha256(path)}", spec=spec,
+                     load=lambda: _with_wrapper_prefix(path, spec, allow_pickle), arch=str(spec.arch.get("name", "")))
 
 
 def verify(method_name: str, owner: Path, suspect: Path, arch: str | None = None, suspect_arch: str | None = None,
            zoo: str = "tiny", runs_dir: Path = Path("runs"), target_fpr: float = 0.01, allow_pickle: bool = False,
-           device: str = "auto") -> Verdict:
+           device: str = "auto", method_cfg: dict[str, Any] | None = None, zoo_cfg: dict[str, Any] | None = None,
+           ) -> Verdict:
+    """Score one suspect file against one owner file with one method, through the grid's evaluation path."""
     from fpbench.data import load_bundle
 
     configure_threads()
     dev = resolve_device(device)
-    method_cfg = load_option("method", method_name)
-    zoo_cfg = load_option("zoo", zoo)
+    method_cfg = method_cfg or load_option("method", method_name)
+    zoo_cfg = zoo_cfg or load_option("zoo", zoo)
     data = load_bundle(zoo_cfg["data"])
-    owner_spec = spec_for(owner, arch, zoo_cfg, data)
-    suspect_spec = spec_for(suspect, suspect_arch or arch, zoo_cfg, data)
-    owner_subject = ModelSubject(owner.stem, _with_wrapper_prefix(owner, owner_spec, allow_pickle), owner_spec, dev)
-    suspect_subject = ModelSubject(suspect.stem, _with_wrapper_prefix(suspect, suspect_spec, allow_pickle),
-                                   suspect_spec, dev)
-
-    workdir = Path(runs_dir) / "cache" / "methods" / zoo / method_name
-    workdir.mkdir(parents=True, exist_ok=True)
-    cls = method_class(method_cfg.get("impl", method_cfg["name"]))
-    method = cls(method_cfg.get("params", {}), MethodContext(data=data, device=dev, seed=0, workdir=workdir,
-                                                             progress=False))
-    params = {k: v for k, v in method.params.items() if k not in ("threshold", "query_budget")}
-    key = stable_hash({"verify": method_name, "v": method.version, "params": params, "owner": file_sha256(owner),
-                       "data": data.id})
-    store = ArtefactStore(Path(runs_dir) / "cache" / "fingerprints")
-    meta, tensors, _ = store.get_or_build(key, lambda: _fingerprint(method, owner_subject))
-    fp = Fingerprint(tensors=dict(tensors or {}), meta=meta["meta"])
-    method.check_applicable(owner_subject, suspect_subject)
-    suspect_subject.query_budget = method.query_budget
-    score = float(method.score(fp, suspect_subject))
-    cal_t, how = calibrated(Path(runs_dir), zoo, method_name, target_fpr)
-    return Verdict(method=method_name, score=score, threshold=method.threshold, decision=score >= method.threshold,
-                   calibrated_threshold=cal_t, calibrated_decision=None if cal_t is None else score >= cal_t,
-                   calibration=how)
-
-
-def _fingerprint(method: Any, owner: ModelSubject) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    fp = method.fingerprint(owner)
-    return {"meta": fp.meta}, fp.tensors
+    owner_c = file_candidate(Path(owner), spec_for(Path(owner), arch, zoo_cfg, data), allow_pickle)
+    suspect_c = file_candidate(Path(suspect), spec_for(Path(suspect), suspect_arch or arch, zoo_cfg, data),
+                               allow_pickle)
+    method = make_method(method_cfg, data, dev, 0, Path(runs_dir) / "cache" / "methods" / zoo_cfg["name"])
+    evaluator = Evaluator(method, data, dev, ArtefactStore(Path(runs_dir) / "cache" / "fingerprints"))
+    prov = Provenance(zoo_cfg["name"], method_cfg["name"], "verify", "", 0, labelled=False)
+    rec = to_frame(evaluator.evaluate([owner_c], [(suspect_c, None)], prov)).iloc[0]
+    if rec["status"] != "ok":
+        raise FpbenchError(f"method {method_cfg['name']} cannot score this pair: {rec['error']}")
+    score = float(rec["score"])
+    if not math.isfinite(score):
+        raise FpbenchError(f"method {method_cfg['name']} gave a non-finite score ({score}) for this pair: a model "
+                           "with non-finite weights or outputs? No verdict is possible")
+    cal = thresholds.stored(runs_dir, zoo_cfg["name"], method_cfg["name"], target_fpr)
+    how = cal.describe() if cal else (
+        f"no calibration records for method '{method_cfg['name']}' on zoo '{zoo_cfg['name']}' under {runs_dir}; run "
+        f"`python -m fpbench.run zoo={zoo_cfg['name']} method={method_cfg['name']}` once to create them")
+    return Verdict(method=method_cfg["name"], score=score, threshold=method.threshold,
+                   decision=score >= method.threshold, calibrated_threshold=cal.value if cal else None,
+                   calibrated_decision=None if cal is None else score >= cal.value, calibration=how)
 
 
 def export(zoo: str, model_id: str, out: Path, runs_dir: Path = Path("runs")) -> Path:
@@ -169,42 +160,63 @@ def export(zoo: str, model_id: str, out: Path, runs_dir: Path = Path("runs")) ->
     return out
 
 
-def parse(argv: list[str]) -> tuple[str, dict[str, str]]:
-    command = "export" if argv and argv[0] == "export" else "verify"
-    args: dict[str, str] = {}
-    for arg in argv[1:] if command == "export" else argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"unexpected argument '{arg}'. {USAGE}")
-        args[key] = value
-    allowed = ({"zoo", "model", "out", "runs_dir"} if command == "export" else
-               {"method", "owner", "suspect", "arch", "suspect_arch", "zoo", "runs_dir", "target_fpr",
-                "allow_pickle", "device"})
-    unknown = set(args) - allowed
-    required = {"zoo", "model", "out"} if command == "export" else {"method", "owner", "suspect"}
-    if unknown:
-        raise ConfigError(f"unknown argument(s) {', '.join(sorted(unknown))}. {USAGE}")
-    if required - set(args):
-        raise ConfigError(f"missing {', '.join(sorted(required - set(args)))}. {USAGE}")
-    return command, args
+def _hydra(config_name: str, argv: list[str], body: Any) -> None:
+    """Run ``body(cfg)`` as the Hydra app ``config_name`` on ``argv``; an FpbenchError is one line, exit code 2."""
+    import hydra
+
+    @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+    def main(cfg: Any) -> None:
+        from omegaconf import OmegaConf
+
+        c = OmegaConf.to_container(cfg, resolve=True)
+        try:
+            body(c)
+        except (FpbenchError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    saved = sys.argv
+    sys.argv = [f"fpbench.{config_name}", *argv]
+    try:
+        main()
+    finally:
+        sys.argv = saved
+
+
+def _required(c: dict[str, Any], *keys: str) -> None:
+    for key in keys:
+        if c.get(key) in (None, ""):
+            raise ConfigError(f"missing {key}=...: give the path of a model file (e.g. {key}=model.safetensors)"
+                              if key in ("owner", "suspect", "out") else f"missing {key}=...")
+
+
+def _verify_body(c: dict[str, Any]) -> None:
+    _required(c, "owner", "suspect")
+    verdict = verify(c["method"]["name"], Path(c["owner"]), Path(c["suspect"]), arch=c.get("arch"),
+                     suspect_arch=c.get("suspect_arch"), runs_dir=Path(c["runs_dir"]),
+                     target_fpr=float(c["target_fpr"]), allow_pickle=bool(c["allow_pickle"]), device=str(c["device"]),
+                     method_cfg=c["method"], zoo_cfg=c["zoo"])
+    print("\n".join(verdict.lines()))
+
+
+def _export_body(c: dict[str, Any]) -> None:
+    _required(c, "model", "out")
+    out = Path(c["out"])
+    if out.suffix != ".safetensors":
+        raise ConfigError(f"out={out}: the weights are written as safetensors and the spec beside them as "
+                          f"<out>.json; give a file name ending in .safetensors")
+    if out.is_dir():
+        raise ConfigError(f"out={out} is a directory; give a file name ending in .safetensors")
+    out = export(c["zoo"]["name"], c["model"], out, Path(c["runs_dir"]))
+    print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 def cli(argv: list[str] | None = None) -> None:
-    try:
-        command, a = parse(sys.argv[1:] if argv is None else argv)
-        if command == "export":
-            out = export(a["zoo"], a["model"], Path(a["out"]), Path(a.get("runs_dir", "runs")))
-            print(f"wrote {out} and {out.with_suffix('.json')}")
-            return
-        verdict = verify(a["method"], Path(a["owner"]), Path(a["suspect"]), arch=a.get("arch"),
-                         suspect_arch=a.get("suspect_arch"), zoo=a.get("zoo", "tiny"),
-                         runs_dir=Path(a.get("runs_dir", "runs")), target_fpr=float(a.get("target_fpr", 0.01)),
-                         allow_pickle=a.get("allow_pickle", "false").lower() == "true",
-                         device=a.get("device", "auto"))
-    except (FpbenchError, UnknownName, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print("\n".join(verdict.lines()))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        _hydra("export", argv[1:], _export_body)
+    else:
+        _hydra("verify", argv, _verify_body)
 
 
 if __name__ == "__main__":

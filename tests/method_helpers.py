@@ -1,4 +1,4 @@
-"""Building a configured method outside the runner, for the baseline tests."""
+"""Building a configured method for the baseline tests: through ``fpbench.evaluate.make_method``, as every stage does."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from fpbench.api import Method, MethodContext
+from fpbench.api import Method
 from fpbench.config import load_option
-from fpbench.registry import method_class
+from fpbench.evaluate import make_method as build_method
 
 
 def make_method(name: str, zoo: Any, workdir: Path, *overrides: dict[str, Any], **params: Any) -> Method:
@@ -18,5 +18,4 @@ def make_method(name: str, zoo: Any, workdir: Path, *overrides: dict[str, Any], 
     merged = dict(cfg.get("params", {}))
     for extra in (*overrides, params):
         merged.update(extra)
-    ctx = MethodContext(data=zoo.data, device=torch.device("cpu"), seed=0, workdir=workdir, progress=False)
-    return method_class(cfg.get("impl", cfg["name"]))(merged, ctx)
+    return build_method({**cfg, "params": merged}, zoo.data, torch.device("cpu"), 0, workdir)

@@ -20,6 +20,7 @@ report's attacks section reads (``fpbench.cmf.attack_report``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -29,15 +30,15 @@ from typing import Any
 import pandas as pd
 import torch
 
-from fpbench.api import Fingerprint, Method, MethodContext, NotApplicable
+from fpbench.api import Method
 from fpbench.cmf.attack_report import AMBIGUITY, REMOVAL
 from fpbench.config import load_option
+from fpbench.evaluate import Candidate, Evaluator, Provenance
 from fpbench.records import write_cell
-from fpbench.registry import method_class
-from fpbench.run import CellSpec, run_cell
+from fpbench.run import CellRunner, CellSpec, candidate, run_cell
 from fpbench.spectral import rademacher, shift_singular_values, top_singular_values
-from fpbench.utils import configure_threads, resolve_device
-from fpbench.zoo.build import Zoo, ZooModel, transform_config
+from fpbench.utils import configure_threads
+from fpbench.zoo.build import ZooModel, transform_config
 
 log = logging.getLogger("fpbench.attacks")
 METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "cmf_embedded_strong", "sac", "modeldiff", "cka", "weightcos"]
@@ -56,7 +57,10 @@ class AttackRunner:
         self.methods = {m: load_option("method", m) for m in methods}
         self.seed = seed
         self.device = device
-        self.zoo = Zoo(self.zoo_cfg, self.runs_dir, resolve_device(device), seed=seed, progress=False)
+        self.cells = CellRunner(CellSpec(zoo_cfg=self.zoo_cfg, method_cfg=self.methods[methods[0]],
+                                         transform_cfg=transform_config("identity"), seed=seed, runs_dir=self.runs_dir,
+                                         device=device, progress=False))
+        self.zoo = self.cells.zoo
 
     # ------------------------------------------------------------------ cells (removal, ambiguity)
     def cell(self, method: str, transform: str) -> pd.DataFrame:
@@ -81,51 +85,32 @@ class AttackRunner:
         return pd.DataFrame(rows)
 
     # ------------------------------------------------------------------ forgery
-    def _method(self, name: str) -> Method:
-        cfg = self.methods[name]
-        workdir = self.runs_dir / "cache" / "methods" / self.zoo_cfg["name"] / name
-        workdir.mkdir(parents=True, exist_ok=True)
-        ctx = MethodContext(data=self.zoo.data, device=self.zoo.device, seed=self.seed, workdir=workdir, progress=False)
-        return method_class(cfg.get("impl", cfg["name"]))(cfg.get("params", {}), ctx)
-
-    def _owner(self, zm: ZooModel) -> Any:
-        subject = self.zoo.subject(zm)
-        subject.owner_private = dict(zm.meta.get("info", {}).get("owner_private") or {})
-        return subject
-
-    def _score(self, method: Method, fp: Fingerprint, owner: ZooModel, suspect: ZooModel) -> float | None:
-        """The method's score, or None when it cannot score this pair (as the runner records n/a)."""
-        subject = self.zoo.subject(suspect)
-        try:
-            method.check_applicable(self.zoo.subject(owner), subject)
-            subject.query_budget = method.query_budget
-            return float(method.score(fp, subject))
-        except NotApplicable:
-            return None
-
     def forgery_rows(self) -> pd.DataFrame:
         return pd.DataFrame([row for name in self.methods for row in self._forgery(name)])
 
     def _forgery(self, name: str) -> list[dict[str, Any]]:
+        """False ownership claims, scored through the evaluation path (``fpbench.evaluate``): a claim the method
+        cannot compare is left out, as a cell records it n/a."""
         rows: list[dict[str, Any]] = []
-        roots = self.zoo.roots()
         cfg = self.methods[name]
-        method = self._method(name)
+        method = self.cells.method(cfg)
+        evaluator = self.cells.evaluator(method)
         protect = cfg.get("protect")
-        owned = [self.zoo.child(r, protect) if protect else r for r in roots]  # the models owners publish
+        owned = self.cells.owners(cfg, self.zoo.roots())  # the models owners publish
+        prov = Provenance(self.zoo_cfg["name"], name, "_forgery", "", self.seed, labelled=False)
 
-        def row(scenario: str, adversary: str, victim: str, score: float | None) -> None:
-            if score is not None:
-                    rows.append({"part": "forgery", "method": name, "scenario": scenario, "adversary": adversary,
-                             "victim": victim, "score": score, "threshold": method.threshold,
-                             "claim_accepted": int(score >= method.threshold)})
+        def claim(scenario: str, adversary: Candidate, victim: Candidate) -> None:
+            rec = evaluator.evaluate([adversary], [(victim, None)], prov)[0]
+            if rec.status == "ok":
+                rows.append({"part": "forgery", "method": name, "scenario": scenario, "adversary": adversary.id,
+                             "victim": victim.id, "score": rec.score, "threshold": method.threshold,
+                             "claim_accepted": int(rec.decision)})
 
         # (a) every other owner's model (own secret when embedded) claims each victim's model.
-        fps = {a.id: method.fingerprint(self._owner(a)) for a in owned}
         for adv in owned:
             for victim in owned:
                 if adv.root_id != victim.root_id:
-                    row("independent claims", adv.id, victim.id, self._score(method, fps[adv.id], adv, victim))
+                    claim("independent claims", candidate(self.zoo, adv), candidate(self.zoo, victim))
         # (b) a stolen copy of the victim's model claims the victim's model.
         for victim in owned:
             if protect:  # the forger embeds a signature of their own into the stolen model
@@ -135,13 +120,13 @@ class AttackRunner:
                 copy = self.zoo.child(victim, tcfg)
             else:
                 copy = self.zoo.child(victim, "finetune")
-            row("stolen copy claims the original", copy.id, victim.id,
-                self._score(method, method.fingerprint(self._owner(copy)), copy, victim))
+            claim("stolen copy claims the original", candidate(self.zoo, copy), candidate(self.zoo, victim))
         if protect and cfg.get("params", {}).get("mode") == "embedded":
-            rows.extend(self._inversion_rows(name, method, roots, owned))
+            rows.extend(self._inversion_rows(name, method, evaluator, self.zoo.roots(), owned))
         return rows
 
-    def _inversion_rows(self, name: str, method: Method, roots: list[ZooModel], owned: list[ZooModel]) -> list[dict]:
+    def _inversion_rows(self, name: str, method: Method, evaluator: Evaluator, roots: list[ZooModel],
+                        owned: list[ZooModel]) -> list[dict]:
         """(c) The forger computes a fake original from the published model and claims it (Craver et al. 1998's
         invertibility attack on watermarks), then the dispute: whose signature is in whose original?"""
         out = []
@@ -161,21 +146,25 @@ class AttackRunner:
                     sigma = top_singular_values(fake_weights[m["name"]].detach().cpu(), m["length"])
                     matrices.append({**m, "sigma": sigma.tolist()})
             forged = {"cmf_signature": {"alpha": alpha, "s": s_adv.tolist(), "matrices": matrices}}
-            forger = self.zoo.subject(victim)  # the forger presents the same model with a forged secret
-            forger.owner_private = forged
-            fp_forger = method.fingerprint(forger)
-            fp_owner = method.fingerprint(self._owner(victim))
-            fake_subject = _module_subject(self.zoo, victim, fake, "fake-original")
-            original = self.zoo.subject(root)  # the owner's real, unprotected original
+            published_c = candidate(self.zoo, victim)
+            # The forger presents the published model with a forged secret; the fake original is a module of theirs.
+            forger_c = dataclasses.replace(published_c, id=f"{victim.id}/forger", owner_private=forged,
+                                           key=f"{victim.key}:forged-by:{ADVERSARY_SECRET}")
+            fake_c = dataclasses.replace(published_c, id=f"{victim.id}/fake-original", load=lambda f=fake: f,
+                                         key=f"{victim.key}:fake-original:{ADVERSARY_SECRET}",
+                                         stored_accuracy=float("nan"), owner_private={})
+            original_c = candidate(self.zoo, root)  # the owner's real, unprotected original
             base = {"part": "forgery", "method": name, "adversary": f"{victim.id}/inverted", "victim": victim.id,
                     "threshold": method.threshold}
-            for scenario, score in (
-                ("inversion: forger's claim on the published model", method.score(fp_forger, self.zoo.subject(victim))),
-                ("inversion: owner's signature in the forger's fake original", method.score(fp_owner, fake_subject)),
-                ("inversion: forger's signature in the owner's original", method.score(fp_forger, original)),
+            prov = Provenance(self.zoo_cfg["name"], name, "_forgery", "", self.seed, labelled=False)
+            for scenario, owner_c, suspect_c in (
+                ("inversion: forger's claim on the published model", forger_c, published_c),
+                ("inversion: owner's signature in the forger's fake original", published_c, fake_c),
+                ("inversion: forger's signature in the owner's original", forger_c, original_c),
             ):
-                out.append({**base, "scenario": scenario, "score": float(score),
-                            "claim_accepted": int(score >= method.threshold)})
+                rec = evaluator.evaluate([owner_c], [(suspect_c, None)], prov)[0]
+                out.append({**base, "scenario": scenario, "score": float(rec.score),
+                            "claim_accepted": int(rec.decision)})
         return out
 
     # ------------------------------------------------------------------ all
@@ -198,12 +187,6 @@ class AttackRunner:
             written[part] = path
             log.info("%s: %d rows in %.0f s -> %s", part, len(df), time.perf_counter() - t0, path)
         return written
-
-
-def _module_subject(zoo: Zoo, like: ZooModel, module: torch.nn.Module, tag: str) -> Any:
-    from fpbench.subject import ModelSubject
-
-    return ModelSubject(f"{like.id}/{tag}", module, like.spec, zoo.device)
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,6 @@ import abc
 from typing import ClassVar
 
 import torch
-from torch import nn
 
 from fpbench.api import Access, ConfigError, Subject
 from fpbench.ops import correlation_matrix, linear_cka
@@ -56,45 +55,6 @@ class SVDExtractor(SignatureExtractor):
         return cosine(a, b)
 
 
-def _hooked_layers(trunk: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers whose weight is a matrix or kernel, named as in the plain model (a LoRA wrapper counts as
-    its layer, so the hook sees the adapted output); the same units ``Subject.named_weights`` lists."""
-    from fpbench.weights import normalize_name
-
-    out = []
-    for name, sub in trunk.named_modules():
-        if name.endswith(("lora_A", "lora_B", "base_layer")) or ".lora_" in name or ".base_layer" in name:
-            continue
-        weight = getattr(sub, "weight", None)
-        if hasattr(sub, "base_layer") or (isinstance(weight, torch.Tensor) and weight.ndim >= 2
-                                           and not list(sub.children())):
-            out.append((normalize_name(name), sub))
-    return out
-
-
-@torch.inference_mode()
-def layer_activations(subject: Subject, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Outputs of every weight layer of the subject's trunk on ``x`` (conv maps averaged over space), [n, C].
-
-    The inputs go through ``subject.features`` so they are counted against the method's query budget.
-    """
-    acts: dict[str, list[torch.Tensor]] = {}
-
-    def hook(name: str):  # noqa: ANN202
-        def fn(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            out = out.float()
-            acts.setdefault(name, []).append((out.mean(dim=(2, 3)) if out.ndim == 4 else out.flatten(1)).cpu())
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in _hooked_layers(subject.model.trunk)]
-    try:
-        subject.features(x.to(subject.device))
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: torch.cat(v) for n, v in acts.items()}
-
-
 class CKAExtractor(SignatureExtractor):
     name = "cka"
     access = "white-box features"
@@ -105,7 +65,7 @@ class CKAExtractor(SignatureExtractor):
 
     def signatures(self, subject: Subject) -> dict[str, torch.Tensor]:
         assert self.reference is not None
-        return layer_activations(subject, self.reference)
+        return subject.activations(self.reference)  # counted against the query budget
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> float:
         return linear_cka(a, b)

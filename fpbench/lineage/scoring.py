@@ -9,15 +9,15 @@ tables never mistake it for a cell — and reused while the zoo, method, seed an
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 import pandas as pd
 
-from fpbench import metrics as M
+from fpbench import thresholds
+from fpbench.evaluate import Provenance
 from fpbench.records import to_frame, write_cell
-from fpbench.run import CellRunner
+from fpbench.run import CellRunner, method_identity
 from fpbench.utils import stable_hash
 from fpbench.zoo.build import ZooModel
 
@@ -43,26 +43,26 @@ def read_scores(runs_dir: Path | str, zoo: str) -> dict[str, pd.DataFrame]:
 
 def pairwise_scores(runner: CellRunner, method_cfg: dict, models: list[ZooModel], force: bool = False) -> pd.DataFrame:
     """score(fingerprint(u), v) for every ordered pair of ``models`` (self pairs included), cached on disk."""
-    spec = runner.spec = dataclasses.replace(runner.spec, method_cfg=method_cfg)
+    spec = runner.spec
     zoo = spec.zoo_cfg["name"]
-    config_hash = stable_hash({"v": SCORES_VERSION, "zoo": spec.zoo_cfg, "method": method_cfg, "seed": spec.seed,
-                               "models": sorted((m.id, m.key) for m in models)})
+    config_hash = stable_hash({"v": SCORES_VERSION, "zoo": spec.zoo_cfg, **method_identity(method_cfg),
+                               "seed": spec.seed, "models": sorted((m.id, m.key) for m in models)})
     path = scores_path(spec.runs_dir, zoo, method_cfg["name"])
     if not force and path.exists():
         old = pd.read_parquet(path)
         if len(old) and (old["config_hash"] == config_hash).all():
             return old
-    method = runner._method()  # the runner's own construction (context, workdir) of the cell's method
-    calibration = runner.calibration(method)  # held-out independents: never among the scored models
-    cal_ok = calibration.loc[calibration["status"] == "ok", "score"].to_numpy()
-    cal_t = M.calibrate_threshold(cal_ok, spec.target_fpr) if len(cal_ok) else float("nan")
+    method = runner.method(method_cfg)
+    calibration = runner.calibration(method, method_cfg)  # held-out independents: never among the scored models
+    cal = thresholds.from_records(calibration, spec.target_fpr)
     log.info("lineage: %s scores %d x %d model pairs", method_cfg["name"], len(models), len(models))
-    records = runner._score_pairs(method, models, [(m, None) for m in models], "_lineage", config_hash)
-    frame = to_frame(records)
+    candidates = runner.candidates(models)
+    prov = Provenance(zoo, method_cfg["name"], "_lineage", config_hash, spec.seed)
+    frame = to_frame(runner.evaluator(method).evaluate(candidates, [(c, None) for c in candidates], prov))
     keys = {m.id: m.key for m in models}
     frame["owner_key"] = frame["owner"].map(keys)
     frame["suspect_key"] = frame["suspect"].map(keys)
-    frame["cal_threshold"] = float(cal_t)
+    frame["cal_threshold"] = float(cal.value) if cal else float("nan")
     frame = frame[SCORE_COLUMNS].reset_index(drop=True)
     write_cell(path, frame)
     return frame

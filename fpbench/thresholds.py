@@ -1,0 +1,81 @@
+"""The one definition of a calibrated threshold: chosen on held-out negatives at a target FPR, never on the
+pairs it scores. Used by the run summary, the tables, ``verify`` and lineage.
+
+Calibration records are the rows of the pseudo-cell ``_calibration`` of each method (owners vs held-out
+independent roots, ``role='calibration'``). A threshold carries the number of negatives it came from, so a
+reader sees whether that supports the FPR it claims (n >= 1/FPR).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fpbench.metrics import calibrate_threshold
+from fpbench.records import cell_path, read_cell
+
+CALIBRATION = "_calibration"  # the cell name under which a method's calibration records are stored
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold calibrated at ``target_fpr`` on ``negatives`` held-out negative scores."""
+
+    value: float
+    target_fpr: float
+    negatives: int
+    source: str = ""  # where the negatives came from, in words
+
+    @property
+    def supported(self) -> bool:
+        """Whether the calibration set is large enough for the FPR it claims (n >= 1/FPR)."""
+        return self.negatives >= math.ceil(1.0 / self.target_fpr - 1e-9)
+
+    def describe(self) -> str:
+        warn = "" if self.supported else (f"; too few to support FPR {self.target_fpr:g} "
+                                          f"(needs >= {math.ceil(1 / self.target_fpr)})")
+        return f"calibrated at FPR {self.target_fpr:g} on {self.negatives} negative pairs{warn}" + (
+            f": {self.source}" if self.source else "")
+
+
+def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
+    """The threshold of these negatives' finite scores, or None when there are none."""
+    scores = np.asarray([s for s in negative_scores if math.isfinite(s)], dtype=float)
+    if scores.size == 0:
+        return None
+    return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source)
+
+
+def from_records(calibration: pd.DataFrame | None, target_fpr: float, source: str = "") -> Threshold | None:
+    """The threshold of a calibration frame's ok rows (None when it has none)."""
+    if calibration is None or calibration.empty:
+        return None
+    ok = calibration[calibration["status"] == "ok"]
+    return from_scores(ok["score"].to_numpy(dtype=float), target_fpr, source)
+
+
+def per_method(calibration: pd.DataFrame, target_fpr: float) -> dict[str, Threshold]:
+    """Each method's threshold from a frame of calibration rows of several methods."""
+    out = {}
+    for method, rows in calibration.groupby("method"):
+        t = from_records(rows, target_fpr)
+        if t is not None:
+            out[str(method)] = t
+    return out
+
+
+def calibration_path(runs_dir: Path | str, zoo: str, method: str) -> Path:
+    return cell_path(runs_dir, zoo, method, CALIBRATION)
+
+
+def stored(runs_dir: Path | str, zoo: str, method: str, target_fpr: float) -> Threshold | None:
+    """The threshold of a method's stored calibration records on a zoo, described by the roots it came from."""
+    df = read_cell(calibration_path(runs_dir, zoo, method))
+    if df is None or df.empty or not (df["status"] == "ok").any():
+        return None
+    suspects = sorted(set(df.loc[df["status"] == "ok", "suspect"]))
+    return from_records(df, target_fpr, f"zoo '{zoo}' owners vs its held-out independent roots {', '.join(suspects)}")

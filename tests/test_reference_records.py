@@ -1,0 +1,66 @@
+"""The evaluation core's refactor changed no record: the ci grid scored now equals the records stored before it.
+
+``tests/data/ci_reference_records.csv`` holds every pair of 36 ci cells (the default grid's 4 methods x 6
+transforms plus 6 more methods x 2 transforms, and their calibration pairs) as scored at commit 36c502e, before
+the scoring paths were merged into ``fpbench.evaluate``. The zoo is rebuilt here; when every model's accuracy
+equals the reference's, the zoo is the same one and every score must be the same; on a machine whose training
+differs (another CPU), each cell must still separate its pairs as it did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fpbench import metrics as M
+from fpbench.config import load_option
+from fpbench.run import CellSpec, run_cell
+from fpbench.thresholds import CALIBRATION
+from fpbench.zoo.build import transform_config
+
+REFERENCE = Path(__file__).parent / "data" / "ci_reference_records.csv"
+KEY = ["method", "transform", "role", "owner", "suspect"]
+
+
+@pytest.fixture(scope="module")
+def scored(ci_zoo, ci_zoo_cfg: dict, ci_runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ref = pd.read_csv(REFERENCE)
+    frames = []
+    cells = ref.loc[ref["transform"] != CALIBRATION, ["method", "transform"]].drop_duplicates()
+    for method, transform in cells.itertuples(index=False):
+        spec = CellSpec(zoo_cfg=ci_zoo_cfg, method_cfg=load_option("method", method),
+                        transform_cfg=transform_config(transform), runs_dir=ci_runs_dir, device="cpu", progress=False)
+        df, _, _ = run_cell(spec)
+        frames.append(df)
+    for method in cells["method"].unique():
+        frames.append(pd.read_parquet(ci_runs_dir / "records" / "ci" / method / f"{CALIBRATION}.parquet"))
+    now = pd.concat(frames, ignore_index=True)[ref.columns]
+    return ref, now
+
+
+def test_same_pairs_labels_and_statuses(scored: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    ref, now = scored
+    a = ref.sort_values(KEY).reset_index(drop=True)
+    b = now.sort_values(KEY).reset_index(drop=True)
+    assert len(a) == len(b) == 656
+    pd.testing.assert_frame_equal(a[[*KEY, "label", "status", "queries"]], b[[*KEY, "label", "status", "queries"]],
+                                  check_dtype=False)
+
+
+def test_same_scores(scored: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    ref, now = scored
+    m = ref.merge(now, on=KEY, suffixes=("_ref", "_now"))
+    ok = m[m["status_ref"] == "ok"]
+    same_zoo = np.allclose(ok["owner_accuracy_ref"], ok["owner_accuracy_now"], atol=1e-6) and np.allclose(
+        ok["suspect_accuracy_ref"], ok["suspect_accuracy_now"], atol=1e-6)
+    if same_zoo:  # the same models: the same scores, pair by pair
+        np.testing.assert_allclose(ok["score_now"], ok["score_ref"], atol=1e-5, rtol=0)
+        return
+    # Another machine trained other models: each cell still separates its pairs as it did (AUC within 0.1).
+    for (method, transform), cell in ok[ok["role"] == "pair"].groupby(["method", "transform"]):
+        labels = cell["label_ref"].to_numpy()
+        before, after = M.auc(labels, cell["score_ref"].to_numpy()), M.auc(labels, cell["score_now"].to_numpy())
+        assert abs(before - after) <= 0.1, f"{method} x {transform}: AUC {before:.3f} before, {after:.3f} now"
