@@ -43,8 +43,22 @@ def test_joblib_launcher_gives_the_same_scores_as_the_basic_one(tmp_path):
     assert (basic["score"] - submitit["score"]).abs().max() < 1e-5
 
 
-def test_slurm_example_config_composes() -> None:
-    out = subprocess.run([sys.executable, "-m", "fpbench.run", "hydra/launcher=slurm", "zoo=ci", "--cfg", "hydra"],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "SlurmLauncher" in out.stdout and "gpus_per_node: 1" in out.stdout
+def test_slurm_config_builds_the_slurm_launcher_with_a_gpu_per_cell(tmp_path) -> None:
+    """The SLURM config composes into submitit's SlurmLauncher as a cluster user relies on: one GPU and 8 CPUs per
+    cell, each worker taking its 8 cores for torch's threads, job files under the sweep's runs dir."""
+    import os
+
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from fpbench.run import cores_per_worker
+
+    conf = os.path.join(os.path.dirname(__file__), "..", "conf")
+    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["hydra/launcher=slurm", "zoo=ci", f"runs_dir={tmp_path}"],
+                      return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    assert launcher.params["gpus_per_node"] == 1 and launcher.params["partition"] == "gpu"
+    assert cores_per_worker(cfg.hydra.launcher, 64) == 8
+    assert str(launcher.params["submitit_folder"]).startswith(f"{tmp_path}/hydra/multirun/ci/")
