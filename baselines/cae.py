@@ -26,11 +26,13 @@ the most conferrable non-adversarial ones when too few flip the owner); loss wei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpbench.api import Fingerprint, Method, NotApplicable, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, NotApplicable, Subject, require
 from fpbench.shadows import distilled_shadow, freeze, independent_shadow, shadow_seeds
 
 
@@ -53,59 +55,74 @@ def cae_loss(owner_logits: torch.Tensor, y0: torch.Tensor, surrogate_probs: torc
     return (alpha * conferrable - beta * owner_flip + gamma * follow).mean()
 
 
+@dataclass(frozen=True)
+class CAEParams(MethodParams):
+    queries: int = 100  # fingerprint size: the most conferrable examples (one query each)
+    candidates: int = 200  # natural train_a inputs the owner classifies correctly, optimised then ranked
+    eps: float = 0.1  # L-inf radius of the perturbation, pixels in [0, 1]
+    steps: int = 40  # Adam steps on the perturbation
+    lr: float = 0.01
+    alpha: float = 1.0  # loss weight of the conferrability term
+    beta: float = 1.0  # ... of making x' adversarial for the owner
+    gamma: float = 0.1  # ... of the surrogates following the owner on x'
+    n_surrogates: int = 3  # distilled from the owner's softmax outputs on train_a
+    n_references: int = 3  # trained from scratch on train_a with true labels, other seeds
+    shadow_steps: int = 100  # training steps of each surrogate / reference
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
+        require(self.candidates >= self.queries, "candidates", f"must be >= queries={self.queries}, got {self.candidates}")
+        require(0 < self.eps <= 1, "eps", f"must be in (0, 1] (L-inf radius in [0, 1] pixels), got {self.eps}")
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.n_surrogates >= 1, "n_surrogates", "need at least one surrogate")
+        require(self.n_references >= 1, "n_references", "need at least one reference model")
+        require(self.shadow_steps >= 1, "shadow_steps", f"must be >= 1, got {self.shadow_steps}")
+        for w in ("alpha", "beta", "gamma"):
+            require(getattr(self, w) >= 0, w, f"must be >= 0, got {getattr(self, w)}")
+
+
 class CAE(Method):
-    name = "cae"
+    Params = CAEParams
+    p: CAEParams
     access = "black-box labels"
     version = "1"
-
-    def validate(self) -> None:
-        p = self.params
-        require(int(p.get("queries", 100)) >= 1, "queries", "must be >= 1")
-        require(int(p.get("candidates", 200)) >= int(p.get("queries", 100)), "candidates", "must be >= queries")
-        require(0 < float(p.get("eps", 0.1)) <= 1, "eps", "must be in (0, 1] (L-inf radius in [0, 1] pixels)")
-        require(int(p.get("steps", 40)) >= 1, "steps", "must be >= 1")
-        require(float(p.get("lr", 0.01)) > 0, "lr", "must be > 0")
-        require(int(p.get("n_surrogates", 3)) >= 1, "n_surrogates", "need at least one surrogate")
-        require(int(p.get("n_references", 3)) >= 1, "n_references", "need at least one reference model")
-        require(int(p.get("shadow_steps", 100)) >= 1, "shadow_steps", "must be >= 1")
-        for w in ("alpha", "beta", "gamma"):
-            require(float(p.get(w, 1.0)) >= 0, w, "must be >= 0")
 
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
         if suspect.spec.num_classes != owner.spec.num_classes:
             raise NotApplicable(
-                f"cae checks the target label: the suspect has {suspect.spec.num_classes} classes, the owner "
+                f"{self.name} checks the target label: the suspect has {suspect.spec.num_classes} classes, the owner "
                 f"{owner.spec.num_classes}")
 
     def _ensemble(self, owner: Subject) -> tuple[list[nn.Module], list[nn.Module]]:
-        p, ctx = self.params, self.ctx
+        p, ctx = self.p, self.ctx
         data = ctx.data.split("train_a")
-        common = {"steps": int(p.get("shadow_steps", 100)), "device": ctx.device, "cache_dir": ctx.workdir,
-                  "progress": ctx.progress}
+        common = {"steps": p.shadow_steps, "device": ctx.device, "cache_dir": ctx.workdir, "progress": ctx.progress}
         surrogates = [distilled_shadow(owner.model, owner.spec, data, seed=s, **common)
-                      for s in shadow_seeds(ctx.seed, "cae-surrogate", int(p.get("n_surrogates", 3)))]
+                      for s in shadow_seeds(ctx.seed, "cae-surrogate", p.n_surrogates)]
         references = [independent_shadow(owner.spec, data, seed=s, **common)
-                      for s in shadow_seeds(ctx.seed, "cae-reference", int(p.get("n_references", 3)))]
+                      for s in shadow_seeds(ctx.seed, "cae-reference", p.n_references)]
         return [freeze(m) for m in surrogates], [freeze(m) for m in references]
 
     def _candidates(self, owner: nn.Module, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Natural train_a inputs the owner classifies correctly, and the owner's labels on them."""
         data = self.ctx.data.split("train_a")
-        order = torch.randperm(len(data), generator=g)[: 4 * int(self.params.get("candidates", 200))]
+        order = torch.randperm(len(data), generator=g)[: 4 * self.p.candidates]
         x = data.tensor(order, self.ctx.device)
         with torch.no_grad():
             y = owner(x).argmax(1)
-        right = (y.cpu() == data.labels[order]).nonzero().flatten()[: int(self.params.get("candidates", 200))]
+        right = (y.cpu() == data.labels[order]).nonzero().flatten()[: self.p.candidates]
         return x[right], y[right]
 
     def _optimise(self, owner: nn.Module, x0: torch.Tensor, y0: torch.Tensor, surrogates: list[nn.Module],
                   references: list[nn.Module], g: torch.Generator) -> torch.Tensor:
-        p = self.params
-        eps = float(p.get("eps", 0.1))
-        weights = {w: float(p.get(w, d)) for w, d in (("alpha", 1.0), ("beta", 1.0), ("gamma", 0.1))}
+        p = self.p
+        eps = p.eps
+        weights = {"alpha": p.alpha, "beta": p.beta, "gamma": p.gamma}
         delta = ((torch.rand(x0.shape, generator=g) * 2 - 1) * eps).to(x0.device).requires_grad_(True)
-        opt = torch.optim.Adam([delta], lr=float(p.get("lr", 0.01)))
-        for _ in range(int(p.get("steps", 40))):
+        opt = torch.optim.Adam([delta], lr=p.lr)
+        for _ in range(p.steps):
             x = (x0 + delta).clamp(0, 1)
             loss = cae_loss(owner(x), y0, mean_softmax(surrogates, x), mean_softmax(references, x), **weights)
             (delta.grad,) = torch.autograd.grad(loss, delta)  # only the input: the owner's weights stay untouched
@@ -127,7 +144,7 @@ class CAE(Method):
         order = torch.arange(len(x))
         for key in (soft.cpu(), hard.cpu(), flipped.float().cpu()):
             order = order[torch.sort(key[order], descending=True, stable=True).indices]
-        keep = order[: int(self.params.get("queries", 100))]
+        keep = order[: self.p.queries]
         meta = {"adversarial": int(flipped.cpu()[keep].sum()), "mean_conferrability": float(hard.cpu()[keep].mean()),
                 "candidates": int(len(x))}
         return keep, t, meta

@@ -6,22 +6,31 @@ Linear CKA between the owner's and the suspect's penultimate features on a fixed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from fpbench.api import Fingerprint, Method, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, Subject, require
 from fpbench.ops import linear_cka
 
 
+@dataclass(frozen=True)
+class CKAParams(MethodParams):
+    queries: int = 200  # probe inputs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.queries >= 2, "queries", f"need at least 2 probe inputs, got {self.queries}")
+
+
 class CKA(Method):
-    name = "cka"
+    Params = CKAParams
+    p: CKAParams
     access = "white-box features"
     version = "1"
 
-    def validate(self) -> None:
-        require(int(self.params.get("queries", 200)) >= 2, "queries", "need at least 2 probe inputs")
-
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        x = self.ctx.data.split("probe").tensor()[: int(self.params.get("queries", 200))]
+        x = self.ctx.data.split("probe").tensor()[: self.p.queries]
         return Fingerprint(tensors={"x": x, "feat": owner.features(x.to(owner.device)).cpu()})
 
     def score(self, fp: Fingerprint, suspect: Subject) -> float:

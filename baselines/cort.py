@@ -8,9 +8,11 @@ feature widths); the score is the Pearson correlation of the two matrices' upper
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from fpbench.api import Fingerprint, Method, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, Subject, require
 from fpbench.ops import correlation_matrix
 
 
@@ -22,16 +24,23 @@ def sample_correlation(feat: torch.Tensor) -> torch.Tensor:
     return c[i, j]
 
 
+@dataclass(frozen=True)
+class CoRtParams(MethodParams):
+    queries: int = 100  # probe inputs (the correlation matrices are queries x queries)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.queries >= 3, "queries", f"need at least 3 probe inputs, got {self.queries}")
+
+
 class CoRt(Method):
-    name = "cort"
+    Params = CoRtParams
+    p: CoRtParams
     access = "white-box features"
     version = "1"
 
-    def validate(self) -> None:
-        require(int(self.params.get("queries", 100)) >= 3, "queries", "need at least 3 probe inputs")
-
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        x = self.ctx.data.split("probe").tensor()[: int(self.params.get("queries", 100))]
+        x = self.ctx.data.split("probe").tensor()[: self.p.queries]
         with torch.no_grad():
             r = sample_correlation(owner.features(x.to(owner.device)).cpu())
         return Fingerprint(tensors={"x": x, "r": r.float()})

@@ -22,11 +22,14 @@ fixed threshold is ours (the paper reports matching-rate curves over thresholds,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpbench.api import ConfigError, Fingerprint, Method, NotApplicable, Subject, require
+from fpbench.api import ConfigError, Fingerprint, Method, MethodParams, NotApplicable, Subject, require
 
 
 def random_label_pairs(n: int, num_classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,26 +74,35 @@ def boundary_points(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
     return x.detach(), steps_run
 
 
+@dataclass(frozen=True)
+class IPGuardParams(MethodParams):
+    points: int = 100  # fingerprint data points (one query each)
+    k: float = 10.0  # logit margin of the target label over the runner-up
+    steps: int = 1000  # Adam steps at most (a point at loss 0 stops moving)
+    lr: float = 0.01
+    init: Literal["noise", "probe"] = "noise"  # start from uniform noise (the paper's) or held-out natural inputs
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.points >= 1, "points", f"must be >= 1, got {self.points}")
+        require(self.k >= 0, "k", f"the logit margin must be >= 0, got {self.k}")
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+
+
 class IPGuard(Method):
-    name = "ipguard"
+    Params = IPGuardParams
+    p: IPGuardParams
     access = "black-box labels"
     version = "1"
 
-    def validate(self) -> None:
-        p = self.params
-        require(int(p.get("points", 100)) >= 1, "points", "must be >= 1")
-        require(float(p.get("k", 10.0)) >= 0, "k", "the logit margin must be >= 0")
-        require(int(p.get("steps", 1000)) >= 1, "steps", "must be >= 1")
-        require(float(p.get("lr", 0.01)) > 0, "lr", "must be > 0")
-        require(p.get("init", "noise") in ("noise", "probe"), "init", "must be 'noise' (the paper's) or 'probe'")
-
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
         if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(f"ipguard compares labels: the suspect has {suspect.spec.num_classes} classes, "
+            raise NotApplicable(f"{self.name} compares labels: the suspect has {suspect.spec.num_classes} classes, "
                                 f"the owner {owner.spec.num_classes}")
 
     def _starts(self, owner: Subject, n: int, g: torch.Generator) -> torch.Tensor:
-        if self.params.get("init", "noise") == "probe":
+        if self.p.init == "probe":
             probe = self.ctx.data.split("probe")
             if len(probe) < n:
                 raise ConfigError(f"invalid parameter 'points': {n} > the {len(probe)} probe inputs; lower points "
@@ -100,8 +112,8 @@ class IPGuard(Method):
         return torch.rand((n, c, s, s), generator=g)
 
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        p = self.params
-        n, classes = int(p.get("points", 100)), owner.spec.num_classes
+        p = self.p
+        n, classes = p.points, owner.spec.num_classes
         if classes < 2:
             raise NotApplicable("ipguard needs an owner with at least 2 classes (a boundary to sit on)")
         g = torch.Generator().manual_seed(self.ctx.seed)
@@ -109,8 +121,7 @@ class IPGuard(Method):
         i, j = random_label_pairs(n, classes, g)
         model = owner.model.eval()
         x, steps_run = boundary_points(model, x0.to(owner.device), i.to(owner.device), j.to(owner.device),
-                                       k=float(p.get("k", 10.0)), steps=int(p.get("steps", 1000)),
-                                       lr=float(p.get("lr", 0.01)))
+                                       k=p.k, steps=p.steps, lr=p.lr)
         with torch.no_grad():
             y = model(x).argmax(1).cpu()
         return Fingerprint(tensors={"x": x.cpu(), "y": y},

@@ -21,12 +21,13 @@ left out (too costly on CPU). The threshold is ours: the paper reports query acc
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpbench.api import Fingerprint, Method, NotApplicable, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, NotApplicable, Subject, require
 from fpbench.shadows import PIRATE_KINDS, freeze, independent_shadow, pirated_shadow, shadow_seeds
 
 
@@ -50,47 +51,63 @@ def kl_to(anchor_logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tens
     return F.kl_div(anchor_logits.log_softmax(1), other_logits.softmax(1), reduction="batchmean")
 
 
+@dataclass(frozen=True)
+class MetaFingerParams(MethodParams):
+    queries: int = 100  # fingerprint size (the authors' n_query; one query each)
+    candidates: int = 200  # natural train_a images optimised, then screened down to `queries`
+    epochs: int = 15  # meta-training epochs over the pirated anchors (authors: 10)
+    lr: float = 0.01  # Adam on the pixels (authors: 0.01 on CIFAR-10)
+    alpha: float = 1.0  # weight of the independent (negative) KL term (authors: 1)
+    n_sample: int = 2  # pirated / independent shadows sampled per anchor step (authors: 3)
+    pirates: tuple[str, ...] = PIRATE_KINDS  # kinds of pirated shadows, one of each
+    finetune_steps: int = 50  # SGD steps (lr 0.01) of the fine-tuned pirate on train_a
+    noise_scale: float = 0.1  # weight noise = 0.1 x each layer's weight std (authors' WeightPert, alpha=10)
+    n_independent: int = 4  # independent shadows trained from scratch (+ a pruned copy of each)
+    shadow_steps: int = 100  # training steps of each independent shadow
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
+        require(self.candidates >= self.queries, "candidates", f"must be >= queries={self.queries}, got {self.candidates}")
+        require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")
+        require(self.n_independent >= 1, "n_independent", "need at least one independent shadow")
+        require(self.n_sample >= 1, "n_sample", f"must be >= 1, got {self.n_sample}")
+        require(len(self.pirates) >= 1 and all(k in PIRATE_KINDS for k in self.pirates), "pirates",
+                f"a non-empty list of {', '.join(PIRATE_KINDS)}, got {list(self.pirates)!r}")
+        require(self.finetune_steps >= 1, "finetune_steps", f"must be >= 1, got {self.finetune_steps}")
+        require(self.noise_scale >= 0, "noise_scale", f"must be >= 0, got {self.noise_scale}")
+        require(self.shadow_steps >= 1, "shadow_steps", f"must be >= 1, got {self.shadow_steps}")
+
+
 class MetaFinger(Method):
-    name = "metafinger"
+    Params = MetaFingerParams
+    p: MetaFingerParams
     access = "black-box labels"
     version = "1"
-
-    def validate(self) -> None:
-        p = self.params
-        require(int(p.get("queries", 100)) >= 1, "queries", "must be >= 1")
-        require(int(p.get("candidates", 200)) >= int(p.get("queries", 100)), "candidates", "must be >= queries")
-        require(int(p.get("epochs", 15)) >= 1, "epochs", "must be >= 1")
-        require(float(p.get("lr", 0.01)) > 0, "lr", "must be > 0")
-        require(float(p.get("alpha", 1.0)) >= 0, "alpha", "must be >= 0")
-        require(int(p.get("n_independent", 4)) >= 1, "n_independent", "need at least one independent shadow")
-        require(int(p.get("n_sample", 2)) >= 1, "n_sample", "must be >= 1")
-        kinds = list(p.get("pirates", list(PIRATE_KINDS)))
-        require(len(kinds) >= 1 and all(k in PIRATE_KINDS for k in kinds), "pirates",
-                f"a non-empty list of {', '.join(PIRATE_KINDS)}")
-        require(int(p.get("shadow_steps", 100)) >= 1, "shadow_steps", "must be >= 1")
 
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
         if suspect.spec.num_classes != owner.spec.num_classes:
             raise NotApplicable(
-                f"metafinger compares labels: the suspect has {suspect.spec.num_classes} classes, the owner "
+                f"{self.name} compares labels: the suspect has {suspect.spec.num_classes} classes, the owner "
                 f"{owner.spec.num_classes}")
 
     # ------------------------------------------------------------------ shadows
     def _shadows(self, owner: Subject) -> tuple[list[nn.Module], list[nn.Module]]:
         """(pirated pool with the owner first, independent pool), all frozen."""
-        p, ctx = self.params, self.ctx
+        p, ctx = self.p, self.ctx
         data = ctx.data.split("train_a")
         common = {"device": ctx.device, "cache_dir": ctx.workdir, "progress": ctx.progress}
-        kinds = list(p.get("pirates", list(PIRATE_KINDS)))
-        seeds = shadow_seeds(ctx.seed, "metafinger-pirate", len(kinds))
+        seeds = shadow_seeds(ctx.seed, "metafinger-pirate", len(p.pirates))
         pirates = [copy.deepcopy(owner.model)] + [  # a copy: freezing must not touch the owner
-            pirated_shadow(owner.model, owner.spec, kind, seed=s, data=data, steps=int(p.get("finetune_steps", 50)),
-                           noise_scale=float(p.get("noise_scale", 0.1)), **common)
-            for kind, s in zip(kinds, seeds, strict=True)
+            pirated_shadow(owner.model, owner.spec, kind, seed=s, data=data, steps=p.finetune_steps,
+                           noise_scale=p.noise_scale, **common)
+            for kind, s in zip(p.pirates, seeds, strict=True)
         ]
         independents = [
-            independent_shadow(owner.spec, data, steps=int(p.get("shadow_steps", 100)), seed=s, **common)
-            for s in shadow_seeds(ctx.seed, "metafinger-independent", int(p.get("n_independent", 4)))
+            independent_shadow(owner.spec, data, steps=p.shadow_steps, seed=s, **common)
+            for s in shadow_seeds(ctx.seed, "metafinger-independent", p.n_independent)
         ]
         # Model augmentation of the negatives (as the authors do): pruned copies enlarge the independent pool.
         independents += [pirated_shadow(m, owner.spec, "prune", seed=0, device=ctx.device) for m in list(independents)]
@@ -99,12 +116,11 @@ class MetaFinger(Method):
     # ------------------------------------------------------------------ meta-training
     def _optimise(self, x0: torch.Tensor, pirates: list[nn.Module], independents: list[nn.Module],
                   g: torch.Generator) -> torch.Tensor:
-        p = self.params
-        n_sample = int(p.get("n_sample", 2))
-        alpha = float(p.get("alpha", 1.0))
+        p = self.p
+        n_sample, alpha = p.n_sample, p.alpha
         x = x0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=float(p.get("lr", 0.01)))
-        for _ in range(int(p.get("epochs", 15))):
+        opt = torch.optim.Adam([x], lr=p.lr)
+        for _ in range(p.epochs):
             for a in torch.randperm(len(pirates), generator=g).tolist():
                 xt = random_input_transform(x, g)
                 anchor = pirates[a](xt)
@@ -133,15 +149,15 @@ class MetaFinger(Method):
         return keep, int(passed.sum())
 
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        p, ctx = self.params, self.ctx
+        p, ctx = self.p, self.ctx
         g = torch.Generator().manual_seed(ctx.seed)
         pirates, independents = self._shadows(owner)
         train = ctx.data.split("train_a")
-        idx = torch.randperm(len(train), generator=g)[: int(p.get("candidates", 200))]
+        idx = torch.randperm(len(train), generator=g)[: p.candidates]
         x = self._optimise(train.tensor(idx, ctx.device), pirates, independents, g)
         with torch.no_grad():
             y = owner.model.eval()(x).argmax(1)
-        keep, passed = self._screen(x, y, pirates, independents, int(p.get("queries", 100)))
+        keep, passed = self._screen(x, y, pirates, independents, p.queries)
         return Fingerprint(tensors={"x": x[keep].cpu(), "y": y[keep].cpu()},
                            meta={"pirates": len(pirates), "independents": len(independents), "passed_screen": passed})
 

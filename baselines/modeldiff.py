@@ -8,10 +8,12 @@ perturbations with a genetic-style optimisation that maximises DDV diversity; we
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from fpbench.api import Fingerprint, Method, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, Subject, require
 from fpbench.ops import pgd_attack
 
 
@@ -21,26 +23,34 @@ def ddv(out_a: torch.Tensor, out_b: torch.Tensor) -> torch.Tensor:
     return F.normalize(d, dim=0)
 
 
+@dataclass(frozen=True)
+class ModelDiffParams(MethodParams):
+    pairs: int = 50  # (natural, adversarial) input pairs: a verification sends 2 * pairs inputs
+    eps: float = 0.03  # L-inf radius of the PGD perturbation, pixels in [0, 1]
+    steps: int = 10  # PGD steps (step size eps / 4)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.pairs >= 2, "pairs", f"need at least 2 input pairs, got {self.pairs}")
+        require(0 < self.eps <= 1, "eps", f"must be in (0, 1], got {self.eps}")
+        require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+
+
 class ModelDiff(Method):
-    name = "modeldiff"
+    Params = ModelDiffParams
+    p: ModelDiffParams
     access = "black-box probabilities"
     version = "1"
 
-    def validate(self) -> None:
-        require(int(self.params.get("pairs", 50)) >= 2, "pairs", "need at least 2 input pairs")
-        require(0 < float(self.params.get("eps", 0.03)) <= 1, "eps", "must be in (0, 1]")
-
     def fingerprint(self, owner: Subject) -> Fingerprint:
         probe = self.ctx.data.split("probe")
-        n = int(self.params.get("pairs", 50))
-        x = probe.tensor()[:n].to(owner.device)
+        x = probe.tensor()[: self.p.pairs].to(owner.device)
         model = owner.model.eval()
         g = torch.Generator().manual_seed(self.ctx.seed)
-        eps = float(self.params.get("eps", 0.03))
+        eps = self.p.eps
         with torch.no_grad():
             y = model(x).argmax(1)
-        x_adv = pgd_attack(model, x, y, eps=eps, step_size=eps / 4, steps=int(self.params.get("steps", 10)),
-                           generator=g)
+        x_adv = pgd_attack(model, x, y, eps=eps, step_size=eps / 4, steps=self.p.steps, generator=g)
         with torch.no_grad():
             v = ddv(torch.softmax(model(x), 1), torch.softmax(model(x_adv), 1))
         return Fingerprint(tensors={"x": x.cpu(), "x_adv": x_adv.cpu(), "ddv": v.float()})

@@ -12,9 +12,12 @@ lowest-margin samples (the paper uses test-set errors; a small, accurate owner m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
-from fpbench.api import Fingerprint, Method, Subject, require
+from fpbench.api import Fingerprint, Method, MethodParams, Subject, require
 from fpbench.ops import correlation_matrix
 
 
@@ -34,21 +37,28 @@ def cutmix(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class SACParams(MethodParams):
+    variant: Literal["m", "w"] = "m"  # m: CutMix mixtures (SAC-m); w: samples the owner misclassifies (SAC-w)
+    queries: int = 50  # samples of the correlation matrix
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.queries >= 2, "queries", f"need at least 2 samples for a correlation, got {self.queries}")
+
+
 class SAC(Method):
-    name = "sac"
+    Params = SACParams
+    p: SACParams
     access = "black-box probabilities"
     version = "1"
 
-    def validate(self) -> None:
-        require(self.params.get("variant", "m") in ("m", "w"), "variant", "must be 'm' (CutMix) or 'w' (misclassified)")
-        require(int(self.params.get("queries", 50)) >= 2, "queries", "need at least 2 samples for a correlation")
-
     def _samples(self, owner: Subject) -> torch.Tensor:
-        n = int(self.params.get("queries", 50))
+        n = self.p.queries
         probe = self.ctx.data.split("probe")
         x = probe.tensor()
         g = torch.Generator().manual_seed(self.ctx.seed)
-        if self.params.get("variant", "m") == "m":
+        if self.p.variant == "m":
             return cutmix(x, n, g)
         with torch.no_grad():
             logits = owner.model.eval()(x.to(owner.device)).cpu()
@@ -61,7 +71,7 @@ class SAC(Method):
         x = self._samples(owner)
         with torch.no_grad():
             corr = correlation_matrix(torch.softmax(owner.model.eval()(x.to(owner.device)), 1).cpu())
-        return Fingerprint(tensors={"x": x, "corr": corr.float()}, meta={"variant": self.params.get("variant", "m")})
+        return Fingerprint(tensors={"x": x, "corr": corr.float()}, meta={"variant": self.p.variant})
 
     def score(self, fp: Fingerprint, suspect: Subject) -> float:
         corr = correlation_matrix(suspect.probs(fp.tensors["x"].to(suspect.device)).cpu())

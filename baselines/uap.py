@@ -21,14 +21,15 @@ Deviations from the paper, both for a CPU budget:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from fpbench.api import ConfigError, Fingerprint, Method, NotApplicable, Subject, require
+from fpbench.api import ConfigError, Fingerprint, Method, MethodParams, NotApplicable, Subject, require
 from fpbench.ops import universal_perturbation
-
-SIMILARITIES = ("cosine", "delta")
 
 
 def cluster_representatives(features: torch.Tensor, n: int, seed: int) -> torch.Tensor:
@@ -50,27 +51,38 @@ def fingerprint_vector(p_clean: torch.Tensor, p_adv: torch.Tensor, similarity: s
     return torch.cat([p_clean - uniform, p_adv - uniform], 1).flatten().double()
 
 
+@dataclass(frozen=True)
+class UAPParams(MethodParams):
+    points: int = 50  # data points (k-means clusters of the owner's features): 2 * points queries per suspect
+    eps: float = 0.1  # L-inf radius of the UAP, pixels in [0, 1]
+    step_size: float | None = None  # of the UAP's signed ascent (null: eps / 4)
+    uap_steps: int = 10  # passes of the ascent
+    uap_inputs: int = 500  # owner's training inputs the UAP is computed on
+    similarity: Literal["cosine", "delta"] = "cosine"  # compare the outputs (centred), or only the UAP's effect
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.points >= 2, "points", f"need at least 2 data points, got {self.points}")
+        require(0 < self.eps <= 1, "eps", f"the L-inf radius must be in (0, 1], got {self.eps}")
+        require(self.step_size is None or self.step_size > 0, "step_size", f"must be > 0 or null, got {self.step_size}")
+        require(self.uap_steps >= 1, "uap_steps", f"must be >= 1, got {self.uap_steps}")
+        require(self.uap_inputs >= 1, "uap_inputs", f"must be >= 1, got {self.uap_inputs}")
+
+
 class UAP(Method):
-    name = "uap"
+    Params = UAPParams
+    p: UAPParams
     access = "black-box probabilities"
     version = "1"
 
-    def validate(self) -> None:
-        p = self.params
-        require(int(p.get("points", 50)) >= 2, "points", "need at least 2 data points")
-        require(0 < float(p.get("eps", 0.1)) <= 1, "eps", "the L-inf radius must be in (0, 1]")
-        require(int(p.get("uap_steps", 10)) >= 1, "uap_steps", "must be >= 1")
-        require(int(p.get("uap_inputs", 500)) >= 1, "uap_inputs", "must be >= 1")
-        require(p.get("similarity", "cosine") in SIMILARITIES, "similarity", f"one of {', '.join(SIMILARITIES)}")
-
     def check_applicable(self, owner: Subject, suspect: Subject) -> None:
         if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(f"uap compares output vectors: the suspect has {suspect.spec.num_classes} classes, "
+            raise NotApplicable(f"{self.name} compares output vectors: the suspect has {suspect.spec.num_classes} classes, "
                                 f"the owner {owner.spec.num_classes}")
 
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        p = self.params
-        n, eps = int(p.get("points", 50)), float(p.get("eps", 0.1))
+        p = self.p
+        n, eps = p.points, p.eps
         probe = self.ctx.data.split("probe")
         if len(probe) < n:
             raise ConfigError(f"invalid parameter 'points': {n} > the {len(probe)} probe inputs; lower points")
@@ -78,12 +90,12 @@ class UAP(Method):
         g = torch.Generator().manual_seed(self.ctx.seed)
         # The UAP is computed on the owner's own training data (a defender has it), labelled by the owner.
         train = self.ctx.data.split("train_a")
-        idx = torch.randperm(len(train), generator=g)[: int(p.get("uap_inputs", 500))]
+        idx = torch.randperm(len(train), generator=g)[: p.uap_inputs]
         xt = train.tensor(idx).to(owner.device)
         with torch.no_grad():
             yt = model(xt).argmax(1)
-        v = universal_perturbation(model, xt, yt, eps=eps, step_size=float(p.get("step_size", eps / 4)),
-                                   steps=int(p.get("uap_steps", 10)), generator=g)
+        step_size = eps / 4 if p.step_size is None else p.step_size
+        v = universal_perturbation(model, xt, yt, eps=eps, step_size=step_size, steps=p.uap_steps, generator=g)
         xp = probe.tensor().to(owner.device)
         with torch.no_grad():
             feats = model.features(xp).cpu()  # type: ignore[operator]
@@ -99,10 +111,10 @@ class UAP(Method):
         x = torch.cat([fp.tensors["x"], fp.tensors["x_adv"]]).to(suspect.device)
         out = suspect.probs(x).cpu()
         if out.shape[1] != fp.tensors["p"].shape[1]:
-            raise NotApplicable(f"uap compares output vectors: the suspect answers with {out.shape[1]} classes, "
+            raise NotApplicable(f"{self.name} compares output vectors: the suspect answers with {out.shape[1]} classes, "
                                 f"the fingerprint holds {fp.tensors['p'].shape[1]}")
         n = fp.tensors["x"].shape[0]
-        sim = self.params.get("similarity", "cosine")
+        sim = self.p.similarity
         mine = fingerprint_vector(out[:n], out[n:], sim)
         theirs = fingerprint_vector(fp.tensors["p"], fp.tensors["p_adv"], sim)
         return float(F.cosine_similarity(mine, theirs, dim=0))

@@ -14,7 +14,6 @@ from fpbench.api import Fingerprint, Method, NotApplicable, Subject
 
 
 class WeightCos(Method):
-    name = "weightcos"
     access = "white-box weights"
     version = "1"
 

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fpbench.api import NotApplicable
+from fpbench.api import NotApplicable, TransformContext
 from fpbench.data import ImageSet
+from fpbench.errors import require
+from fpbench.params import TransformParams
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -62,6 +64,44 @@ def _make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.o
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+@dataclass(frozen=True)
+class TrainingParams(TransformParams):
+    """The training section of a transform that trains its child (fine-tune, LoRA, distillation, ...): the data
+    split, steps, learning rate and batch size. A subclass redeclares a field to change its default."""
+
+    split: str = "train_b"
+    steps: int = 150
+    lr: float = 0.01
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.split != "train_a", "split",
+                "the parent's own training split (train_a) does not make a distinct child; use train_b or train_c")
+        require(self.steps >= 1, "steps", f"a training transform must train: give steps >= 1, got {self.steps}")
+        self.train_config()  # the bounds of steps, lr and batch_size
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size)
+
+
+@dataclass(frozen=True)
+class RecoveryParams(TransformParams):
+    """An optional recovery fine-tune after a weight edit (pruning, a removal attack): ``recover_steps`` SGD
+    steps at ``recover_lr`` on ``recover_split``; 0 steps: none (the edit alone is the child)."""
+
+    recover_steps: int = 0
+    recover_lr: float = 0.01
+    recover_split: str = "train_b"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.recover_steps >= 0, "recover_steps", f"must be an integer >= 0, got {self.recover_steps}")
+        require(self.recover_split != "train_a", "recover_split",
+                "recovery on the parent's own training split (train_a) is not a distinct child; use train_b")
+        require(self.recover_lr > 0, "recover_lr", f"must be > 0, got {self.recover_lr}")
 
 
 class TrainingDiverged(NotApplicable):
@@ -125,3 +165,14 @@ def accuracy(model: nn.Module, data: ImageSet, device: torch.device, batch_size:
     for x, y in data.batches(batch_size, device=device):
         correct += int((model(x).argmax(1) == y).sum())
     return correct / max(1, len(data))
+
+
+def recover(model: nn.Module, p: RecoveryParams, ctx: TransformContext, desc: str) -> dict[str, float]:
+    """The recovery fine-tune of ``p`` on ``model`` in place (none at 0 steps); returns what the child's info
+    records of it."""
+    if not p.recover_steps:
+        return {}
+    cfg = TrainConfig(steps=p.recover_steps, lr=p.recover_lr, batch_size=128)
+    stats = train(model, ctx.data.split(p.recover_split), cfg, seed=ctx.seed, device=ctx.device, desc=desc,
+                  progress=ctx.progress)
+    return {"recover_steps": p.recover_steps, "recover_loss": stats["final_loss"]}

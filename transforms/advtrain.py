@@ -8,7 +8,7 @@ info records clean and robust accuracy (PGD at the same ``eps``) of parent and c
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,7 @@ from torch import nn
 from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
 from fpbench.data import ImageSet
 from fpbench.ops import pgd_attack
-from fpbench.train import TrainConfig, accuracy, train
-
-DEFAULTS: dict[str, Any] = {"split": "train_b", "eps": 0.1, "step_size": 0.025, "pgd_steps": 5, "steps": 100, "lr": 0.01,
-            "batch_size": 128, "eval_split": "test", "eval_n": 500, "eval_pgd_steps": 10}
+from fpbench.train import TrainingParams, accuracy, train
 
 
 def robust_accuracy(model: nn.Module, data: ImageSet, device: torch.device, *, eps: float, step_size: float,
@@ -36,39 +33,38 @@ def robust_accuracy(model: nn.Module, data: ImageSet, device: torch.device, *, e
     return correct / max(1, len(data))
 
 
-class AdvTrain(Transform):
-    name = "advtrain"
+@dataclass(frozen=True)
+class AdvTrainParams(TrainingParams):
+    eps: float = 0.1  # L-inf radius of the attack, pixels in [0, 1]
+    step_size: float = 0.025
+    pgd_steps: int = 5  # attack steps per training batch
+    steps: int = 100
+    eval_split: str = "test"  # clean and robust accuracy of parent and child are measured on eval_n of its images
+    eval_n: int = 500
+    eval_pgd_steps: int = 10
 
-    def _p(self, key: str) -> Any:
-        return self.params.get(key, DEFAULTS[key])
-
-    def validate(self) -> None:
-        require(self._p("split") != "train_a", "split",
-                "adversarial fine-tuning on the parent's own training split (train_a) is not a distinct child; "
-                "use train_b")
+    def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("eps", "step_size"):
-            v = self._p(key)
-            require(isinstance(v, (int, float)) and 0.0 < float(v) <= 1.0, key,
-                    f"must be in (0, 1] (pixels are in [0, 1]), got {v!r}")
+            v = getattr(self, key)
+            require(0.0 < v <= 1.0, key, f"must be in (0, 1] (pixels are in [0, 1]), got {v!r}")
         for key in ("pgd_steps", "eval_pgd_steps", "eval_n"):
-            v = self._p(key)
-            require(isinstance(v, int) and v > 0, key, f"must be an integer > 0, got {v!r}")
-        steps = self._p("steps")
-        require(isinstance(steps, int) and steps > 0, "steps", f"must be an integer > 0, got {steps!r}")
-        self._train_config()  # lr, batch_size and the steps bound
+            v = getattr(self, key)
+            require(v > 0, key, f"must be an integer > 0, got {v!r}")
 
-    def _train_config(self) -> TrainConfig:
-        return TrainConfig(steps=int(self._p("steps")), lr=float(self._p("lr")),
-                           batch_size=int(self._p("batch_size")))
+
+class AdvTrain(Transform):
+    Params = AdvTrainParams
+    p: AdvTrainParams
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        eps, step_size = float(self._p("eps")), float(self._p("step_size"))
-        pgd_steps = int(self._p("pgd_steps"))
-        held_out = ctx.data.split(str(self._p("eval_split"))).subset(int(self._p("eval_n")))
+        p = self.p
+        eps, step_size, pgd_steps = p.eps, p.step_size, p.pgd_steps
+        held_out = ctx.data.split(p.eval_split).subset(p.eval_n)
 
         def evaluate(m: nn.Module) -> tuple[float, float]:
             robust = robust_accuracy(m, held_out, ctx.device, eps=eps, step_size=step_size,
-                                     steps=int(self._p("eval_pgd_steps")), seed=ctx.seed + 1)
+                                     steps=p.eval_pgd_steps, seed=ctx.seed + 1)
             return accuracy(m, held_out, ctx.device), robust
 
         parent_clean, parent_robust = evaluate(model.to(ctx.device))  # before training: the parent's
@@ -82,8 +78,8 @@ class AdvTrain(Transform):
             m.train()
             return F.cross_entropy(m(adv), y)
 
-        cfg = self._train_config()
-        stats = train(model, ctx.data.split(str(self._p("split"))), cfg, seed=ctx.seed, device=ctx.device,
+        cfg = p.train_config()
+        stats = train(model, ctx.data.split(p.split), cfg, seed=ctx.seed, device=ctx.device,
                       loss_fn=adversarial_loss, desc="advtrain", progress=ctx.progress)
         clean, robust = evaluate(model)
         info = {"eps": eps, "step_size": step_size, "pgd_steps": pgd_steps, "steps": cfg.steps,

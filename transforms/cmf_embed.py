@@ -13,36 +13,45 @@ model is the owner of a pair, never when it is a suspect.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformParams, TransformResult, require
 from fpbench.spectral import matrix_layers, rademacher, shift_singular_values, top_singular_values
 from fpbench.train import accuracy
 
 
-class CmfEmbed(Transform):
-    name = "cmf_embed"
-    version = "1"
+@dataclass(frozen=True)
+class CmfEmbedParams(TransformParams):
+    dim: int = 128  # signature length (the paper's)
+    matrices: int = 8  # weight matrices the signature is spread over
+    alpha: float = 0.01  # embedding strength (the paper's)
+    secret: int = 0  # the owner's secret seed (combined with each root's seed)
 
-    def validate(self) -> None:
-        p = self.params
-        dim, n = p.get("dim", 128), p.get("matrices", 8)
-        require(isinstance(dim, int) and dim > 0, "dim", f"signature length must be a positive integer, got {dim!r}")
-        require(isinstance(n, int) and 0 < n <= dim, "matrices", f"must be an integer in [1, dim], got {n!r}")
-        require(float(p.get("alpha", 0.01)) > 0, "alpha", "embedding strength must be > 0")
-        require(isinstance(p.get("secret", 0), int), "secret", "the owner's secret seed must be an integer")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.dim > 0, "dim", f"signature length must be a positive integer, got {self.dim!r}")
+        require(0 < self.matrices <= self.dim, "matrices", f"must be an integer in [1, dim], got {self.matrices!r}")
+        require(self.alpha > 0, "alpha", f"embedding strength must be > 0, got {self.alpha!r}")
+
+
+class CmfEmbed(Transform):
+    Params = CmfEmbedParams
+    p: CmfEmbedParams
+    version = "1"
 
     def _layout(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
         """``(name, layer, segment length)`` for the selected matrices: the ``matrices`` of largest rank outside
         the classifier share the ``dim`` entries as evenly as their ranks allow (a small net with fewer or
         thinner matrices carries longer segments on the ones it has)."""
-        dim = int(self.params.get("dim", 128))
+        dim = self.p.dim
 
         def rank(m: nn.Module) -> int:
             return min(m.weight.shape[0], m.weight[0].numel())
 
-        layers = sorted(matrix_layers(model), key=lambda nm: (-rank(nm[1]), nm[0]))[: int(self.params.get("matrices", 8))]
+        layers = sorted(matrix_layers(model), key=lambda nm: (-rank(nm[1]), nm[0]))[: self.p.matrices]
         lengths = [0] * len(layers)
         left = dim
         while left > 0:
@@ -60,11 +69,10 @@ class CmfEmbed(Transform):
         self._layout(model)
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        p = self.params
-        alpha = float(p.get("alpha", 0.01))
+        alpha = self.p.alpha
         # Each owner's signature comes from the configured secret and its own seed (distinct per root), so
         # independents protected by the same config still carry signatures of their own.
-        s = rademacher(int(p.get("secret", 0)) * 1_000_003 + ctx.seed, int(p.get("dim", 128)))
+        s = rademacher(self.p.secret * 1_000_003 + ctx.seed, self.p.dim)
         before = accuracy(model, ctx.data.split("test"), ctx.device)
         kept, start = [], 0
         with torch.no_grad():

@@ -11,6 +11,7 @@ to the training loop carries row indices into the teacher's outputs in place of 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,10 +22,7 @@ from fpbench.data import ImageSet
 from fpbench.models import build_module
 from fpbench.ops import distillation_loss
 from fpbench.subject import ModelSubject
-from fpbench.train import TrainConfig, predict, train
-
-DEFAULTS: dict[str, Any] = {"student_arch": None, "split": "train_c", "queries": None, "temperature": 4.0,
-                            "steps": 300, "lr": 0.05, "batch_size": 128, "eval_split": "test"}
+from fpbench.train import TrainingParams, predict, train
 
 
 def query_set(split: ImageSet, n: int) -> ImageSet:
@@ -32,39 +30,40 @@ def query_set(split: ImageSet, n: int) -> ImageSet:
     return ImageSet(split.images[:n], torch.arange(n), split.channels)
 
 
-class Distill(Transform):
-    name = "distill"
-    version = "2"  # v2: a student whose training diverges is not stored (TrainingDiverged)
+@dataclass(frozen=True)
+class DistillParams(TrainingParams):
+    # null: the parent's architecture; a key of the zoo's archs; or a list of keys (the first that differs from
+    # the parent's architecture is taken)
+    student_arch: str | tuple[str, ...] | None = None
+    split: str = "train_c"  # the thief's query inputs
+    queries: int | None = None  # inputs sent to the teacher (null: the whole split)
+    temperature: float = 4.0
+    steps: int = 300
+    lr: float = 0.05
+    eval_split: str = "test"  # the student's agreement with its teacher is measured here
 
-    def _p(self, key: str) -> Any:
-        return self.params.get(key, DEFAULTS[key])
-
-    def validate(self) -> None:
-        require(self._p("split") != "train_a", "split",
-                "queries from the parent's own training split (train_a) are not what a thief has; use train_b or "
-                "train_c")
-        arch = self._p("student_arch")
-        keys = arch if isinstance(arch, (list, tuple)) else [arch]
-        require(arch is None or (len(keys) > 0 and all(isinstance(k, str) and k for k in keys)), "student_arch",
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        arch = self.student_arch
+        keys = (arch,) if isinstance(arch, str) else arch
+        require(keys is None or (len(keys) > 0 and all(keys)), "student_arch",
                 f"must be null (the parent's architecture), a key of the zoo's archs or a list of keys, got {arch!r}")
-        queries = self._p("queries")
-        require(queries is None or (isinstance(queries, int) and queries > 0), "queries",
-                f"must be null (the whole split) or an integer > 0, got {queries!r}")
-        temp = self._p("temperature")
-        require(isinstance(temp, (int, float)) and temp > 0, "temperature", f"must be > 0, got {temp!r}")
-        steps = self._p("steps")
-        require(isinstance(steps, int) and steps > 0, "steps", f"must be an integer > 0, got {steps!r}")
-        self._train_config()
+        require(self.queries is None or self.queries > 0, "queries",
+                f"must be null (the whole split) or an integer > 0, got {self.queries!r}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature!r}")
 
-    def _train_config(self) -> TrainConfig:
-        return TrainConfig(steps=int(self._p("steps")), lr=float(self._p("lr")), batch_size=int(self._p("batch_size")))
+
+class Distill(Transform):
+    Params = DistillParams
+    p: DistillParams
+    version = "2"  # v2: a student whose training diverges is not stored (TrainingDiverged)
 
     def student_arch(self, spec: ModelSpec, ctx: TransformContext) -> str | None:
         """The zoo arch key of the student (None: the parent's own architecture)."""
-        wanted = self._p("student_arch")
+        wanted = self.p.student_arch
         if wanted is None:
             return None
-        keys = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
+        keys = [wanted] if isinstance(wanted, str) else list(wanted)
         for key in keys:
             if key not in ctx.archs:
                 raise ConfigError(f"invalid parameter 'student_arch': '{key}' is not an architecture of this zoo; "
@@ -80,10 +79,11 @@ class Distill(Transform):
                          input=dict(spec.input), modality="vision", data_id=spec.data_id)
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        temperature = float(self._p("temperature"))
-        split = ctx.data.split(self._p("split"))
-        n = len(split) if self._p("queries") is None else int(self._p("queries"))
-        require(n <= len(split), "queries", f"{n} queries asked but split '{self._p('split')}' has {len(split)} "
+        p = self.p
+        temperature = p.temperature
+        split = ctx.data.split(p.split)
+        n = len(split) if p.queries is None else p.queries
+        require(n <= len(split), "queries", f"{n} queries asked but split '{p.split}' has {len(split)} "
                                             "images; lower queries or use a larger split")
         queries = query_set(split, n)
         teacher = ModelSubject("teacher", model, spec, ctx.device)
@@ -98,15 +98,15 @@ class Distill(Transform):
         def loss_fn(m: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             return distillation_loss(m(x), soft[rows], temperature)
 
-        stats = train(student, queries, self._train_config(), seed=ctx.seed, device=ctx.device, loss_fn=loss_fn,
+        stats = train(student, queries, p.train_config(), seed=ctx.seed, device=ctx.device, loss_fn=loss_fn,
                       desc="distill", progress=ctx.progress)
-        held_out = ctx.data.split(self._p("eval_split"))
+        held_out = ctx.data.split(p.eval_split)
         x_eval = held_out.tensor(device=ctx.device)
         student_pred = predict(student, x_eval).argmax(1)
         agreement = float((student_pred == predict(model, x_eval).argmax(1)).float().mean())
         info: dict[str, Any] = {
             "student_arch": key or "same", "student_seed": ctx.seed,
-            "queries": teacher.query_count, "query_split": self._p("split"), "temperature": temperature,
+            "queries": teacher.query_count, "query_split": p.split, "temperature": temperature,
             "steps": int(stats["steps"]), "distill_loss": stats["final_loss"],
             "agreement": agreement, "accuracy": float((student_pred == held_out.labels.to(ctx.device)).float().mean()),
         }

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
-from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
-from fpbench.train import TrainConfig, cross_entropy_loss, frozen_statistics_loss, train
+from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
+from fpbench.train import TrainingParams, cross_entropy_loss, frozen_statistics_loss, train
+
+
+@dataclass(frozen=True)
+class FineTuneParams(TrainingParams):
+    last_layer_only: bool = False  # train the classifier alone (the trunk and its BatchNorm statistics frozen)
 
 
 class FineTune(Transform):
-    name = "finetune"
+    Params = FineTuneParams
+    p: FineTuneParams
     version = "2"  # v2: last_layer_only keeps the trunk's BatchNorm statistics frozen too
 
-    def validate(self) -> None:
-        p = self.params
-        require(p.get("split", "train_b") != "train_a", "split",
-                "fine-tuning on the parent's own training split (train_a) is not a distinct child; use train_b")
-        TrainConfig(steps=int(p.get("steps", 150)), lr=float(p.get("lr", 0.01)), batch_size=int(p.get("batch_size", 128)))
-
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        p = self.params
-        cfg = TrainConfig(steps=int(p.get("steps", 150)), lr=float(p.get("lr", 0.01)),
-                          batch_size=int(p.get("batch_size", 128)))
+        p = self.p
+        cfg = p.train_config()
         params, loss_fn = None, cross_entropy_loss
-        if p.get("last_layer_only", False):
+        if p.last_layer_only:
             head = model.trunk.get_classifier()  # type: ignore[attr-defined]
             for q in model.parameters():
                 q.requires_grad_(False)
@@ -31,7 +32,7 @@ class FineTune(Transform):
                 q.requires_grad_(True)
             params = list(head.parameters())
             loss_fn = frozen_statistics_loss(head)
-        stats = train(model, ctx.data.split(p.get("split", "train_b")), cfg, seed=ctx.seed, device=ctx.device,
+        stats = train(model, ctx.data.split(p.split), cfg, seed=ctx.seed, device=ctx.device,
                       desc="finetune", progress=ctx.progress, params=params, loss_fn=loss_fn)
         for q in model.parameters():
             q.requires_grad_(True)

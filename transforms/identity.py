@@ -8,8 +8,9 @@ from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
 
 
 class Identity(Transform):
-    name = "identity"
-    cheap = True
+    @property
+    def cheap(self) -> bool:
+        return True  # nothing to store: the recipe is the parent
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         return TransformResult(model, spec, {})

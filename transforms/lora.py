@@ -13,16 +13,18 @@ grouped convs. The classifier stays frozen (the child keeps the parent's task).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
-from fpbench.train import TrainConfig, frozen_statistics_loss, train
+from fpbench.train import TrainConfig, TrainingParams, frozen_statistics_loss, train
 from fpbench.wrappers import lora_peft_model
 
 
-def lora_targets(trunk: nn.Module, patterns: list[str] | str) -> list[str]:
+def lora_targets(trunk: nn.Module, patterns: Sequence[str] | str) -> list[str]:
     """Names of the trunk's LoRA-able layers matching ``patterns`` (peft's rule: the name or a ``.``-suffix of it;
     a string is a full-match regex; ``"all"`` takes every eligible layer)."""
     head = trunk.get_classifier() if hasattr(trunk, "get_classifier") else None
@@ -35,52 +37,56 @@ def lora_targets(trunk: nn.Module, patterns: list[str] | str) -> list[str]:
     return [n for n in eligible if any(n == p or n.endswith("." + p) for p in patterns)]
 
 
+@dataclass(frozen=True, kw_only=True)
+class LoRAParams(TrainingParams):
+    target_modules: tuple[str, ...] | str  # layer-name suffixes as in peft, a full-match regex, or "all"
+    r: int = 4  # adapter rank
+    alpha: float = 8.0  # peft's lora_alpha (the update is scaled by alpha / r)
+    merge: bool = True  # fold the adapters into the weights (merge_and_unload); false: keep peft layers
+    lr: float = 0.005
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(isinstance(self.target_modules, str) or len(self.target_modules) > 0, "target_modules",
+                f"must be a list of layer-name suffixes, a regex or 'all', got {self.target_modules!r}")
+        require(self.r >= 1, "r", f"rank must be an integer >= 1, got {self.r!r}")
+        require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha!r}")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, optimizer="adamw",
+                           weight_decay=0.0)
+
+
 class LoRA(Transform):
-    name = "lora"
+    Params = LoRAParams
+    p: LoRAParams
     version = "1"
-
-    def validate(self) -> None:
-        p = self.params
-        targets = p.get("target_modules")
-        require(isinstance(targets, str) or (isinstance(targets, list) and targets and
-                                             all(isinstance(t, str) for t in targets)),
-                "target_modules", f"must be a list of layer-name suffixes, a regex or 'all', got {targets!r}")
-        require(isinstance(p.get("r", 4), int) and p.get("r", 4) >= 1, "r", f"rank must be an integer >= 1, got {p.get('r')!r}")
-        require(float(p.get("alpha", 8)) > 0, "alpha", f"must be > 0, got {p.get('alpha')!r}")
-        require(p.get("split", "train_b") != "train_a", "split",
-                "LoRA on the parent's own training split (train_a) is not a distinct child; use train_b")
-        self._train_config()
-
-    def _train_config(self) -> TrainConfig:
-        p = self.params
-        return TrainConfig(steps=int(p.get("steps", 150)), lr=float(p.get("lr", 0.005)),
-                           batch_size=int(p.get("batch_size", 128)), optimizer="adamw", weight_decay=0.0)
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         if spec.wrappers:
             raise NotApplicable(f"LoRA on a model already rewritten by {[w['kind'] for w in spec.wrappers]} is not "
                                 "supported; apply peft_lora before quantization or other LoRA")
-        if not lora_targets(model.trunk, self.params["target_modules"]):  # type: ignore[attr-defined]
+        if not lora_targets(model.trunk, self.p.target_modules):  # type: ignore[attr-defined]
             eligible = lora_targets(model.trunk, "all")  # type: ignore[attr-defined]
             raise NotApplicable(
                 f"LoRA: no Conv2d (groups=1) or Linear layer of {spec.arch.get('name', spec.arch.get('builder'))} "
-                f"matches target_modules={self.params['target_modules']!r}; its layers are e.g. {eligible[:6]}")
+                f"matches target_modules={self.p.target_modules!r}; its layers are e.g. {eligible[:6]}")
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        p = self.params
-        targets = lora_targets(model.trunk, p["target_modules"])  # type: ignore[attr-defined]
-        config: dict[str, Any] = {"r": int(p.get("r", 4)), "lora_alpha": float(p.get("alpha", 8)),
+        p = self.p
+        targets = lora_targets(model.trunk, p.target_modules)  # type: ignore[attr-defined]
+        config: dict[str, Any] = {"r": p.r, "lora_alpha": p.alpha,
                                   "lora_dropout": 0.0, "target_modules": targets}
         peft_model = lora_peft_model(model.net, config)  # type: ignore[attr-defined]
         model.net = peft_model.get_base_model()  # type: ignore[assignment]
         trainable = [q for q in model.parameters() if q.requires_grad]
-        stats = train(model, ctx.data.split(p.get("split", "train_b")), self._train_config(), seed=ctx.seed,
+        stats = train(model, ctx.data.split(p.split), p.train_config(), seed=ctx.seed,
                       device=ctx.device, desc="lora", progress=ctx.progress, params=trainable,
                       loss_fn=frozen_statistics_loss())  # only the adapters change (no BatchNorm drift)
         info = {"lora_rank": config["r"], "lora_alpha": config["lora_alpha"], "lora_layers": len(targets),
-                "trainable_params": sum(q.numel() for q in trainable), "merged": bool(p.get("merge", True)),
+                "trainable_params": sum(q.numel() for q in trainable), "merged": p.merge,
                 "library": "peft", "finetune_loss": stats["final_loss"], "steps": int(stats["steps"])}
-        if p.get("merge", True):
+        if p.merge:
             model.net = peft_model.merge_and_unload()  # type: ignore[assignment]
             child_spec = spec
         else:

@@ -7,6 +7,8 @@ by a fresh initialisation and then trains only them (a deployer swapping layers 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -14,32 +16,33 @@ from torch import nn
 from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
 from fpbench.models import build_module
 from fpbench.spectral import matrix_layers
-from fpbench.train import TrainConfig, train
+from fpbench.train import TrainingParams, train
 
-MODES = ("finetune", "reinit")
+
+@dataclass(frozen=True, kw_only=True)
+class PartialParams(TrainingParams):
+    fraction: float  # of the weight layers outside the classifier, drawn at random
+    mode: Literal["finetune", "reinit"] = "finetune"  # reinit: fresh weights for the chosen layers, then training
+    steps: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.fraction <= 1.0, "fraction",
+                f"fraction of layers to change must be in (0, 1], got {self.fraction!r}")
 
 
 class Partial(Transform):
-    name = "partial"
+    Params = PartialParams
+    p: PartialParams
     version = "1"
 
-    def validate(self) -> None:
-        p = self.params
-        f = p.get("fraction")
-        require(isinstance(f, (int, float)) and 0.0 < float(f) <= 1.0, "fraction",
-                f"fraction of layers to change must be in (0, 1], got {f!r}")
-        require(p.get("mode", "finetune") in MODES, "mode", f"must be one of {', '.join(MODES)}")
-        require(p.get("split", "train_b") != "train_a", "split",
-                "training on the parent's own split (train_a) is not a distinct child; use train_b")
-        TrainConfig(steps=int(p.get("steps", 100)), lr=float(p.get("lr", 0.01)))
-
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        p = self.params
+        p = self.p
         layers = matrix_layers(model)
-        n = max(1, math.ceil(float(p["fraction"]) * len(layers)))
+        n = max(1, math.ceil(p.fraction * len(layers)))
         order = torch.randperm(len(layers), generator=torch.Generator().manual_seed(ctx.seed)).tolist()
         chosen = [layers[i] for i in sorted(order[:n])]
-        if p.get("mode", "finetune") == "reinit":
+        if p.mode == "reinit":
             torch.manual_seed(ctx.seed)
             fresh = dict(matrix_layers(build_module(spec)))
             with torch.no_grad():
@@ -50,8 +53,7 @@ class Partial(Transform):
         params = [q for _, layer in chosen for q in layer.parameters()]
         for q in params:
             q.requires_grad_(True)
-        cfg = TrainConfig(steps=int(p.get("steps", 100)), lr=float(p.get("lr", 0.01)), batch_size=128)
-        stats = train(model, ctx.data.split(p.get("split", "train_b")), cfg, seed=ctx.seed, device=ctx.device,
+        stats = train(model, ctx.data.split(p.split), p.train_config(), seed=ctx.seed, device=ctx.device,
                       desc="partial", progress=ctx.progress, params=params)
         for q in model.parameters():
             q.requires_grad_(True)

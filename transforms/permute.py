@@ -100,9 +100,6 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Permute(Transform):
-    name = "permute"
-    cheap = False
-
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         if not basic_blocks(model) and not effnet_blocks(model):
             raise NotApplicable("no timm ResNet BasicBlock or EfficientNet InvertedResidual/EdgeResidual to rewrite")

@@ -8,11 +8,13 @@ attached, so the pruned weights stay zero while the rest adapts (as a deployer w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.utils.prune as tprune
 from torch import nn
 
-from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
-from fpbench.train import TrainConfig, train
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.train import RecoveryParams, recover
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -22,30 +24,31 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
 
 
-class Prune(Transform):
-    name = "prune"
-    version = "2"
-    cheap = True  # without recovery: deterministic and fast, stored as a recipe
+@dataclass(frozen=True, kw_only=True)
+class PruneParams(RecoveryParams):
+    amount: float  # fraction of output channels (structured) or weights (unstructured) zeroed per layer
+    structured: bool = True  # whole output channels by L2 norm; false: single weights by magnitude
 
-    def validate(self) -> None:
-        amount = self.params.get("amount")
-        require(isinstance(amount, (int, float)) and 0.0 < float(amount) < 1.0, "amount",
-                f"fraction to prune must be in (0, 1), got {amount!r}")
-        steps = self.params.get("recover_steps", 0)
-        require(isinstance(steps, int) and steps >= 0, "recover_steps", f"must be an integer >= 0, got {steps!r}")
-        require(self.params.get("recover_split", "train_b") != "train_a", "recover_split",
-                "recovery on the parent's own training split (train_a) is not a distinct child; use train_b")
-        self.cheap = steps == 0  # a recovered child is trained, so it is stored with its weights
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0.0 < self.amount < 1.0, "amount", f"fraction to prune must be in (0, 1), got {self.amount!r}")
+
+
+class Prune(Transform):
+    Params = PruneParams
+    p: PruneParams
+    version = "2"
+
+    @property
+    def cheap(self) -> bool:
+        return self.p.recover_steps == 0  # deterministic and fast: stored as a recipe; a recovered child is trained
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
-        from fpbench.api import NotApplicable
-
         if not prunable_layers(model):
             raise NotApplicable("no Conv2d/Linear layers outside the classifier to prune")
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        amount = float(self.params["amount"])
-        structured = bool(self.params.get("structured", True))
+        amount, structured = self.p.amount, self.p.structured
         layers = [layer for _, layer in prunable_layers(model)]
         for layer in layers:
             if structured:
@@ -53,12 +56,7 @@ class Prune(Transform):
             else:
                 tprune.l1_unstructured(layer, "weight", amount=amount)
         info: dict = {"structured": structured}
-        steps = int(self.params.get("recover_steps", 0))
-        if steps:
-            cfg = TrainConfig(steps=steps, lr=float(self.params.get("recover_lr", 0.01)), batch_size=128)
-            stats = train(model, ctx.data.split(self.params.get("recover_split", "train_b")), cfg, seed=ctx.seed,
-                          device=ctx.device, desc="prune recovery", progress=ctx.progress)
-            info.update(recover_steps=steps, recover_loss=stats["final_loss"])
+        info.update(recover(model, self.p, ctx, "prune recovery"))  # with the masks attached: pruned weights stay 0
         zeroed = total = 0
         for layer in layers:
             tprune.remove(layer, "weight")

@@ -18,12 +18,13 @@ replace ``nn.Linear``.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformParams, TransformResult, require
 
 # Bit widths each library quantizes linear layers to (torchao: Int8WeightOnly, IntxWeightOnly int1..int7).
 LIBRARY_BITS = {"bitsandbytes": (8, 4), "torchao": tuple(range(1, 9)), "own": tuple(range(2, 9))}
@@ -54,23 +55,31 @@ def _quantize_linears_torchao(model: nn.Module, names: list[str], bits: int) -> 
     quantize_(model, _torchao_config(bits), filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and fqn in chosen)
 
 
-class Quantize(Transform):
-    name = "quantize"
-    version = "2"  # v2: linears through bitsandbytes/torchao (backend); v1 was our quantizer everywhere
-    cheap = True
+@dataclass(frozen=True)
+class QuantizeParams(TransformParams):
+    bits: int  # weight bit width (2..8; a library backend takes the widths it supports for linears)
+    backend: str = "own"  # what quantizes the linear layers: a key of LIBRARY_BITS
+    quant_type: Literal["nf4", "fp4"] = "nf4"  # bitsandbytes' 4-bit format
 
-    def validate(self) -> None:
-        bits = self.params.get("bits")
-        require(isinstance(bits, int) and 2 <= bits <= 8, "bits", f"must be an integer in 2..8, got {bits!r}")
-        backend = self.params.get("backend", "own")
-        require(backend in LIBRARY_BITS, "backend", f"must be one of {', '.join(LIBRARY_BITS)}, got {backend!r}")
-        require(bits in LIBRARY_BITS[backend], "bits",
-                f"backend {backend} quantizes linears to {LIBRARY_BITS[backend]} bits, not {bits}; "
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(2 <= self.bits <= 8, "bits", f"must be an integer in 2..8, got {self.bits!r}")
+        require(self.backend in LIBRARY_BITS, "backend",
+                f"must be one of {', '.join(LIBRARY_BITS)}, got {self.backend!r}")
+        require(self.bits in LIBRARY_BITS[self.backend], "bits",
+                f"backend {self.backend} quantizes linears to {LIBRARY_BITS[self.backend]} bits, not {self.bits}; "
                 "choose another backend (torchao does 2..8, own does 2..8)")
-        quant_type = self.params.get("quant_type", "nf4")
-        require(quant_type in ("nf4", "fp4"), "quant_type", f"bitsandbytes 4-bit is nf4 or fp4, got {quant_type!r}")
+
+
+class Quantize(Transform):
+    Params = QuantizeParams
+    p: QuantizeParams
+    version = "2"  # v2: linears through bitsandbytes/torchao (backend); v1 was our quantizer everywhere
+
+    @property
+    def cheap(self) -> bool:
         # bitsandbytes layers round-trip through a state dict (stored); torchao tensor subclasses do not (recipe).
-        self.cheap = backend != "bitsandbytes"
+        return self.p.backend != "bitsandbytes"
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         if any(w["kind"] == "lora" for w in spec.wrappers):  # its adapters are Conv2d/Linear layers too
@@ -80,9 +89,7 @@ class Quantize(Transform):
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         from fpbench.wrappers import bnb_linear, replace_module
 
-        bits = int(self.params["bits"])
-        backend = self.params.get("backend", "own")
-        quant_type = self.params.get("quant_type", "nf4")
+        bits, backend, quant_type = self.p.bits, self.p.backend, self.p.quant_type
         convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
         linears = [n for n, m in model.named_modules() if type(m) is nn.Linear]
         for conv in convs:

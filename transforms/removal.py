@@ -8,11 +8,13 @@ disjoint from the parent's, which must both move the weights far and restore the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, TransformContext, TransformResult, require
-from transforms.finetune import FineTune
+from transforms.finetune import FineTune, FineTuneParams
 
 
 def add_relative_noise(model: nn.Module, noise: float, seed: int) -> None:
@@ -24,16 +26,22 @@ def add_relative_noise(model: nn.Module, noise: float, seed: int) -> None:
                 q.add_(torch.randn(q.shape, generator=gen).to(q.device) * (noise * float(q.std())))
 
 
+@dataclass(frozen=True)
+class RemovalParams(FineTuneParams):
+    noise: float = 0.1  # weight noise, in units of each weight tensor's standard deviation
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.noise >= 0, "noise", f"relative weight noise must be >= 0, got {self.noise}")
+
+
 class RemovalFineTune(FineTune):
-    name = "removal"
+    Params = RemovalParams
+    p: RemovalParams
     version = "1"
 
-    def validate(self) -> None:
-        super().validate()
-        require(float(self.params.get("noise", 0.1)) >= 0, "noise", "relative weight noise must be >= 0")
-
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        noise = float(self.params.get("noise", 0.1))
+        noise = self.p.noise
         add_relative_noise(model, noise, ctx.seed)
         result = super().apply(model, spec, ctx)
         result.info["removal_noise"] = noise

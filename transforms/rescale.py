@@ -6,22 +6,30 @@ conv2's input channel c by 1 / s_c leaves each block's output unchanged (in eval
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformParams, TransformResult, require
 from transforms.permute import param_change, require_blocks, snapshot
 
 
-class Rescale(Transform):
-    name = "rescale"
-    cheap = False
+@dataclass(frozen=True)
+class RescaleParams(TransformParams):
+    low: float = 0.5  # per-channel scales are drawn log-uniformly in [low, high]
+    high: float = 2.0
 
-    def validate(self) -> None:
-        lo, hi = float(self.params.get("low", 0.5)), float(self.params.get("high", 2.0))
-        require(0.0 < lo <= hi, "low/high", f"scales need 0 < low <= high, got low={lo}, high={hi}")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.low > 0, "low", f"scales must be > 0 (ReLU is only positively homogeneous), got {self.low}")
+        require(self.high >= self.low, "high", f"must be >= low={self.low}, got {self.high}")
+
+
+class Rescale(Transform):
+    Params = RescaleParams
+    p: RescaleParams
 
     def _blocks(self, model: nn.Module) -> list[Any]:
         blocks = require_blocks(model)
@@ -37,7 +45,7 @@ class Rescale(Transform):
     @torch.no_grad()
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         blocks = self._blocks(model)
-        lo, hi = float(self.params.get("low", 0.5)), float(self.params.get("high", 2.0))
+        lo, hi = self.p.low, self.p.high
         before = snapshot(model)
         gen = torch.Generator().manual_seed(int(ctx.seed))
         for b in blocks:

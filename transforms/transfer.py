@@ -10,12 +10,14 @@ accuracy check through ``Subject.logits`` holds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
 from fpbench.data import ImageSet
-from fpbench.train import TrainConfig, predict, train
+from fpbench.train import TrainingParams, predict, train
 
 
 def class_subset(data: ImageSet, classes: list[int]) -> ImageSet:
@@ -38,40 +40,36 @@ def _accuracy(model: nn.Module, data: ImageSet, device: torch.device) -> float:
     return float((predict(model.to(device), data.tensor(device=device)).argmax(1).cpu() == data.labels).float().mean())
 
 
+@dataclass(frozen=True, kw_only=True)
+class FineTuneTransferParams(TrainingParams):
+    classes: tuple[int, ...]  # indices of the parent's classes that make the new task (relabelled 0..k-1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        c = self.classes
+        require(len(c) >= 2 and all(i >= 0 for i in c) and len(set(c)) == len(c), "classes",
+                f"must be a list of >= 2 distinct class indices of the parent's task, got {list(c)!r}")
+
+
 class FineTuneTransfer(Transform):
-    name = "finetune_transfer"
+    Params = FineTuneTransferParams
+    p: FineTuneTransferParams
     version = "1"
 
-    def validate(self) -> None:
-        p = self.params
-        classes = p.get("classes")
-        require(isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, int) and c >= 0 for c in classes)
-                and len(set(classes)) == len(classes), "classes",
-                f"must be a list of >= 2 distinct class indices of the parent's task, got {classes!r}")
-        require(p.get("split", "train_b") != "train_a", "split",
-                "fine-tuning on the parent's own training split (train_a) is not a distinct child; use train_b")
-        self._train_config()
-
-    def _train_config(self) -> TrainConfig:
-        p = self.params
-        return TrainConfig(steps=int(p.get("steps", 150)), lr=float(p.get("lr", 0.01)),
-                           batch_size=int(p.get("batch_size", 128)))
-
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
-        bad = [c for c in self.params["classes"] if c >= spec.num_classes]
+        bad = [c for c in self.p.classes if c >= spec.num_classes]
         if bad:
             raise NotApplicable(f"finetune_transfer: classes {bad} do not exist in a {spec.num_classes}-class parent")
         if not hasattr(model.trunk, "reset_classifier"):  # type: ignore[attr-defined]
             raise NotApplicable("finetune_transfer: the trunk has no reset_classifier() to give it a new head")
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
-        p = self.params
-        classes = [int(c) for c in p["classes"]]
-        train_set = class_subset(ctx.data.split(p.get("split", "train_b")), classes)
+        classes = list(self.p.classes)
+        train_set = class_subset(ctx.data.split(self.p.split), classes)
         test_set = class_subset(ctx.data.split("test"), classes)
         parent_task_acc = restricted_accuracy(model, test_set, classes, ctx.device)
         model.trunk.reset_classifier(len(classes))  # type: ignore[attr-defined]  # a fresh head for the new task
-        stats = train(model, train_set, self._train_config(), seed=ctx.seed, device=ctx.device,
+        stats = train(model, train_set, self.p.train_config(), seed=ctx.seed, device=ctx.device,
                       desc="finetune_transfer", progress=ctx.progress)
         child_spec = ModelSpec.from_dict({**spec.to_dict(), "num_classes": len(classes),
                                           "class_names": [spec.class_names[c] for c in classes]})

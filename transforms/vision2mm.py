@@ -13,7 +13,7 @@ moves. The child is a classifier through zero-shot prompts (templates not used i
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from open_clip.loss import ClipLoss
@@ -28,20 +28,47 @@ from fpbench.clip_model import (
     open_clip_config,
     trunk_model_name,
 )
-from fpbench.train import TrainConfig, accuracy, train
+from fpbench.train import TrainConfig, TrainingParams, accuracy, train
 
-TRAIN_TEMPLATES = [
+TRAIN_TEMPLATES = (
     "a photo of a {}.", "a picture showing a {}.", "an image of a {}.", "a small picture of the {}.",
     "a grayscale photo of a {}.", "this is a {}.", "a close-up of a {}.", "a low resolution image of the {}.",
-]
+)
 # Zero-shot prompts are held out from the training captions, so the head is queried with unseen phrasings.
-PROMPT_TEMPLATES = ["a photo of the {}.", "an example of a {}."]
+PROMPT_TEMPLATES = ("a photo of the {}.", "an example of a {}.")
 
-DEFAULTS: dict[str, Any] = {
-    "split": "train_b", "steps": 200, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4, "warmup_steps": 10,
-    "freeze_vision_steps": 50, "embed_dim": 64, "text_width": 64, "text_heads": 4, "text_layers": 2,
-    "context_length": 16, "train_token_embedding": False, "train_templates": TRAIN_TEMPLATES, "prompt_templates": PROMPT_TEMPLATES,
-}
+
+@dataclass(frozen=True)
+class VisionToMultimodalParams(TrainingParams):
+    steps: int = 200
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4  # AdamW
+    warmup_steps: int = 10
+    freeze_vision_steps: int = 50  # first steps with the vision trunk locked (weights and BatchNorm statistics)
+    embed_dim: int = 64  # CLIP embedding width
+    text_width: int = 64  # the text transformer's width, heads and layers
+    text_heads: int = 4
+    text_layers: int = 2
+    context_length: int = 16  # caption tokens
+    train_token_embedding: bool = False  # the 49408-row token table (triples a CPU step's cost when trained)
+    train_templates: tuple[str, ...] = TRAIN_TEMPLATES  # caption templates, one '{}' for the class name
+    prompt_templates: tuple[str, ...] = PROMPT_TEMPLATES  # zero-shot prompts (held out from the captions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 <= self.freeze_vision_steps <= self.steps, "freeze_vision_steps",
+                f"must be in [0, steps={self.steps}], got {self.freeze_vision_steps}")
+        for key in ("embed_dim", "text_width", "text_heads", "text_layers", "context_length"):
+            require(getattr(self, key) > 0, key, f"must be a positive integer, got {getattr(self, key)!r}")
+        require(self.text_width % self.text_heads == 0, "text_heads",
+                f"must divide text_width={self.text_width}, got {self.text_heads}")
+        require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        for key in ("train_templates", "prompt_templates"):
+            templates = getattr(self, key)
+            require(bool(templates) and all("{}" in t for t in templates), key,
+                    "give a non-empty list of caption templates, each with one '{}' for the class name")
 
 
 def copy_trunk(child: ClipClassifier, parent_trunk: nn.Module) -> list[str]:
@@ -73,25 +100,8 @@ def trunk_difference(child_trunk: nn.Module, parent_trunk: nn.Module) -> tuple[f
 
 
 class VisionToMultimodal(Transform):
-    name = "vision2mm"
-
-    def p(self, key: str) -> Any:
-        return self.params.get(key, DEFAULTS[key])
-
-    def validate(self) -> None:
-        require(self.p("split") != "train_a", "split",
-                "captions from the parent's own training split (train_a) do not make a distinct child; use train_b")
-        steps, frozen = int(self.p("steps")), int(self.p("freeze_vision_steps"))
-        TrainConfig(steps=steps, lr=float(self.p("lr")), batch_size=int(self.p("batch_size")))
-        require(0 <= frozen <= steps, "freeze_vision_steps", f"must be in [0, steps={steps}], got {frozen}")
-        for key in ("embed_dim", "text_width", "text_heads", "text_layers", "context_length"):
-            require(int(self.p(key)) > 0, key, f"must be a positive integer, got {self.p(key)!r}")
-        require(int(self.p("text_width")) % int(self.p("text_heads")) == 0, "text_heads",
-                f"must divide text_width={self.p('text_width')}, got {self.p('text_heads')}")
-        for key in ("train_templates", "prompt_templates"):
-            templates = self.p(key)
-            require(bool(templates) and all("{}" in t for t in templates), key,
-                    "give a non-empty list of caption templates, each with one '{}' for the class name")
+    Params = VisionToMultimodalParams
+    p: VisionToMultimodalParams
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         builder = spec.arch.get("builder", "timm")
@@ -104,10 +114,11 @@ class VisionToMultimodal(Transform):
 
     def child_spec(self, spec: ModelSpec) -> ModelSpec:
         trunk_name = trunk_model_name(spec.arch, spec.num_classes, int(spec.input["channels"]))
-        cfg = open_clip_config(trunk_name, int(spec.input["size"]), int(self.p("embed_dim")), int(self.p("text_width")),
-                               int(self.p("text_heads")), int(self.p("text_layers")), int(self.p("context_length")))
+        p = self.p
+        cfg = open_clip_config(trunk_name, int(spec.input["size"]), p.embed_dim, p.text_width, p.text_heads,
+                               p.text_layers, p.context_length)
         arch = {"builder": "clip", "name": f"clip-{spec.arch.get('name', spec.arch.get('builder'))}",
-                "open_clip": cfg, "trunk": dict(spec.arch), "prompt_templates": list(self.p("prompt_templates"))}
+                "open_clip": cfg, "trunk": dict(spec.arch), "prompt_templates": list(p.prompt_templates)}
         return ModelSpec(arch=arch, num_classes=spec.num_classes, class_names=list(spec.class_names),
                          input=dict(spec.input), modality="vision-language", data_id=spec.data_id)
 
@@ -120,7 +131,7 @@ class VisionToMultimodal(Transform):
         dropped = copy_trunk(child, parent_trunk)
         init_max_abs, _ = trunk_difference(child.trunk, parent_trunk)
 
-        steps, frozen = int(self.p("steps")), int(self.p("freeze_vision_steps"))
+        steps, frozen = self.p.steps, self.p.freeze_vision_steps
         stats = self._train(child, ctx, frozen, steps)
         max_abs, rel_change = trunk_difference(child.trunk, parent_trunk)
         test = ctx.data.split("test")
@@ -136,7 +147,8 @@ class VisionToMultimodal(Transform):
 
     def _train(self, child: ClipClassifier, ctx: TransformContext, frozen: int, steps: int) -> float:
         """Contrastive training: ``frozen`` steps with the vision trunk locked, then the rest with all weights."""
-        templates = list(self.p("train_templates"))
+        p = self.p
+        templates = list(p.train_templates)
         names = child.class_names
         # [classes, templates, context]: caption tokens of every (class, template), drawn per image below.
         captions = child.tokenize(class_prompts(names, templates)).view(len(names), len(templates), -1)
@@ -151,7 +163,7 @@ class VisionToMultimodal(Transform):
             text = child.clip.encode_text(captions[y.cpu(), pick].to(x.device), normalize=True)
             return clip_loss(child.encode_image(x), text, child.logit_scale())
 
-        data = ctx.data.split(self.p("split"))
+        data = ctx.data.split(p.split)
         last = float("nan")
         for phase, (n, locked) in enumerate([(frozen, True), (steps - frozen, False)]):
             if n == 0:
@@ -159,11 +171,11 @@ class VisionToMultimodal(Transform):
             trunk_locked["on"] = locked
             for q in child.trunk.parameters():
                 q.requires_grad_(not locked)
-            cfg = TrainConfig(steps=n, lr=float(self.p("lr")), batch_size=int(self.p("batch_size")), optimizer="adamw",
-                              weight_decay=float(self.p("weight_decay")), warmup_steps=int(self.p("warmup_steps")))
+            cfg = TrainConfig(steps=n, lr=p.lr, batch_size=p.batch_size, optimizer="adamw",
+                              weight_decay=p.weight_decay, warmup_steps=p.warmup_steps)
             # The token table (vocab 49408 x width) is most of the text tower; captions use a few dozen tokens whose
             # random rows already tell them apart, and updating the whole table triples the CPU cost of a step.
-            child.clip.token_embedding.weight.requires_grad_(bool(self.p("train_token_embedding")))
+            child.clip.token_embedding.weight.requires_grad_(p.train_token_embedding)
             params = [q for q in child.parameters() if q.requires_grad]
             last = train(child, data, cfg, seed=ctx.seed + phase, device=ctx.device, loss_fn=loss_fn,
                          desc=f"vision2mm {'(trunk locked)' if locked else ''}", progress=ctx.progress,

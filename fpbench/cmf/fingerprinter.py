@@ -23,53 +23,56 @@ assignment); ``auto`` uses names when at least half of the owner's units find th
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
-from fpbench.api import ConfigError, Fingerprint, Method, Subject, require
+from fpbench.api import Access, ConfigError, Fingerprint, Method, MethodParams, Subject, require
 from fpbench.cmf.extractors import EXTRACTORS, SignatureExtractor, make_extractor
 from fpbench.spectral import as_matrix, cosine, match_one_to_one, singular_directions, top_singular_values
 
-MODES = ("passive", "embedded")
-CORRESPONDENCES = ("name", "spectral", "auto")
-
 # Kept for callers of the passive path's helper.
-__all__ = ["CrossModalFingerprinter", "top_singular_values"]
+__all__ = ["CrossModalFingerprinter", "CmfParams", "top_singular_values"]
+
+
+@dataclass(frozen=True)
+class CmfParams(MethodParams):
+    mode: Literal["passive", "embedded"] = "passive"  # embedded: the owner carries a signature (cmf_embed)
+    extractor: str = "svd"  # a key of fpbench.cmf.extractors.EXTRACTORS: svd | cka | activation
+    correspondence: Literal["name", "spectral", "auto"] = "name"  # how owner units are matched to the suspect's
+    top_k: int = 20  # singular values per weight matrix (eq. 7)
+    queries: int = 64  # reference (probe) inputs of the activation-based extractors
+    aggregate: Literal["concat", "median"] = "concat"  # embedded mode: the paper's eq. 5, or per-matrix median
+    readout: Literal["sorted", "projection"] = "sorted"  # embedded mode: eq. 4, or along the owner's directions
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.top_k > 0, "top_k", f"must be a positive integer, got {self.top_k}")
+        require(self.extractor in EXTRACTORS, "extractor",
+                f"must be one of {', '.join(EXTRACTORS)}, got {self.extractor!r}")
+        require(self.mode == "passive" or self.extractor == "svd", "extractor",
+                "the embedded mode reads the signature from singular values: use extractor: svd")
+        require(self.extractor == "svd" or self.queries >= 2, "queries",
+                f"activation-based extractors need >= 2 reference inputs, got {self.queries}")
 
 
 class CrossModalFingerprinter(Method):
-    name = "cmf"
-    access = "white-box weights"
+    Params = CmfParams
+    p: CmfParams
     version = "3"  # v3: singular values through the float64 Gram matrix (same values, faster)
 
-    def validate(self) -> None:
-        p = self.params
-        require(int(p.get("top_k", 20)) > 0, "top_k", "must be a positive integer")
-        mode, ext, corr = p.get("mode", "passive"), p.get("extractor", "svd"), p.get("correspondence", "name")
-        if mode not in MODES:
-            raise ConfigError(f"invalid parameter 'mode': '{mode}'; valid: {', '.join(MODES)}")
-        if ext not in EXTRACTORS:
-            raise ConfigError(f"invalid parameter 'extractor': '{ext}'; valid: {', '.join(EXTRACTORS)}")
-        if corr not in CORRESPONDENCES:
-            raise ConfigError(f"invalid parameter 'correspondence': '{corr}'; valid: {', '.join(CORRESPONDENCES)}")
-        require(p.get("aggregate", "concat") in ("concat", "median"), "aggregate",
-                "embedded-mode aggregation must be 'concat' (the paper's eq. 5) or 'median' (per-matrix cosines)")
-        require(p.get("readout", "sorted") in ("sorted", "projection"), "readout",
-                "embedded-mode readout must be 'sorted' (the paper's eq. 4) or 'projection' (owner's singular vectors)")
-        require(mode == "passive" or ext == "svd", "extractor",
-                "the embedded mode reads the signature from singular values: use extractor: svd")
-        if ext != "svd":
-            require(int(p.get("queries", 64)) >= 2, "queries", "activation-based extractors need >= 2 reference inputs")
-        self.access = EXTRACTORS[ext].access  # features-based extractors need more than weights
+    @property
+    def access(self) -> Access:  # type: ignore[override]
+        return EXTRACTORS[self.p.extractor].access  # features-based extractors need more than weights
 
     # ------------------------------------------------------------------ helpers
     def _extractor(self) -> SignatureExtractor:
-        p = self.params
+        p = self.p
         reference = None
-        if p.get("extractor", "svd") != "svd":
-            reference = self.ctx.data.split("probe").tensor()[: int(p.get("queries", 64))]
-        return make_extractor(p.get("extractor", "svd"), int(p.get("top_k", 20)), reference)
+        if p.extractor != "svd":
+            reference = self.ctx.data.split("probe").tensor()[: p.queries]
+        return make_extractor(p.extractor, p.top_k, reference)
 
     def _match(self, owner: dict[str, torch.Tensor], suspect: dict[str, torch.Tensor], sim: Any,
                shapes: dict[str, list[int]] | None = None, suspect_shapes: dict[str, list[int]] | None = None,
@@ -78,7 +81,7 @@ class CrossModalFingerprinter(Method):
         def same(n: str) -> bool:
             return n in suspect and (shapes is None or suspect_shapes is None or shapes[n] == suspect_shapes[n])
 
-        mode = self.params.get("correspondence", "name")
+        mode = self.p.correspondence
         named = [n for n in owner if same(n)]
         if mode == "name" or (mode == "auto" and 2 * len(named) >= len(owner)):
             return {n: (n, sim(owner[n], suspect[n])) for n in named}
@@ -86,7 +89,7 @@ class CrossModalFingerprinter(Method):
 
     # ------------------------------------------------------------------ Method
     def fingerprint(self, owner: Subject) -> Fingerprint:
-        if self.params.get("mode", "passive") == "embedded":
+        if self.p.mode == "embedded":
             return self._fingerprint_embedded(owner)
         ext = self._extractor()
         tensors = {f"sig:{n}": t for n, t in ext.signatures(owner).items()}
@@ -95,7 +98,7 @@ class CrossModalFingerprinter(Method):
         return Fingerprint(tensors=tensors, meta={"top_k": ext.top_k, "extractor": ext.name})
 
     def score(self, fp: Fingerprint, suspect: Subject) -> float:
-        if self.params.get("mode", "passive") == "embedded":
+        if self.p.mode == "embedded":
             return self._score_embedded(fp, suspect)
         ext = self._extractor()
         if "x" in fp.tensors:
@@ -110,14 +113,14 @@ class CrossModalFingerprinter(Method):
         secret = (getattr(owner, "owner_private", None) or {}).get("cmf_signature")
         if secret is None:
             raise ConfigError(
-                f"method cmf with mode: embedded needs an owner protected by the cmf_embed transform, but "
+                f"method {self.name} with mode: embedded needs an owner protected by the cmf_embed transform, but "
                 f"{owner.id} carries no embedded signature; use method=cmf_embedded (its config protects every "
                 "root with 'protect: cmf_embed' before the cell's transform)")
-        k = int(self.params.get("top_k", 20))
+        k = self.p.top_k
         weights = owner.named_weights()
         tensors = {"s": torch.tensor(secret["s"], dtype=torch.float64)}
         alpha, s = float(secret["alpha"]), tensors["s"]
-        projection = self.params.get("readout", "sorted") == "projection"
+        projection = self.p.readout == "projection"
         for m in secret["matrices"]:
             sigma = torch.tensor(m["sigma"], dtype=torch.float64)
             tensors[f"sigma:{m['name']}"] = sigma
@@ -155,7 +158,7 @@ class CrossModalFingerprinter(Method):
             if sigma is not None:
                 s_hat[start : start + n] = (sigma - fp.tensors[f"sigma:{m['name']}"]) / alpha
             per_matrix.append(cosine(s[start : start + n], s_hat[start : start + n]))
-        if self.params.get("aggregate", "concat") == "median":
+        if self.p.aggregate == "median":
             # Not in the paper: one matrix replaced wholesale makes |s_hat| huge on its segment and drowns the
             # others in the concatenated cosine; the median over matrices ignores a minority of such segments.
             return float(torch.tensor(per_matrix).median())
