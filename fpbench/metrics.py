@@ -1,12 +1,14 @@
 """Verification metrics from (label, score) pairs, and threshold calibration on held-out negatives.
 
 NaN or infinite scores are never averaged in: they are counted (``invalid``) and excluded; a
-decision on an invalid score is "not derived".
+decision on an invalid score is "not derived". Every function here accepts empty input, all-invalid scores
+and a single class, and answers NaN where a number is undefined: a broken cell must never crash a report.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -37,28 +39,61 @@ def _safe_mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else float("nan")
 
 
-def tpr_at_fpr(labels: np.ndarray, scores: np.ndarray, target_fpr: float = 0.01) -> float:
-    """Highest TPR whose FPR does not exceed ``target_fpr`` (ties broken conservatively)."""
-    if labels.min() == labels.max():
+def valid_pairs(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The (labels, scores) whose score is finite and whose label is 0 or 1 (status rows carry label -1)."""
+    labels = np.asarray(labels, dtype=int).reshape(-1)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    keep = np.isfinite(scores) & ((labels == 0) | (labels == 1))
+    return labels[keep], scores[keep]
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    return labels.size > 0 and labels.min() != labels.max()
+
+
+def tpr_at_fpr(labels: np.ndarray | list[int], scores: np.ndarray | list[float], target_fpr: float = 0.01) -> float:
+    """Highest TPR whose FPR does not exceed ``target_fpr`` (ties broken conservatively); NaN without both
+    classes among the valid pairs."""
+    labels, scores = valid_pairs(labels, scores)
+    if not _both_classes(labels):
         return float("nan")
     fpr, tpr, _ = roc_curve(labels, scores)
     ok = fpr <= target_fpr + 1e-12
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def auc(labels: np.ndarray | list[int], scores: np.ndarray | list[float]) -> float:
     """ROC AUC as the Mann-Whitney statistic (ties count one half), equal to sklearn's roc_auc_score.
 
     Written with ranks rather than calling sklearn because the report bootstraps it thousands of times and
     sklearn's input validation dominated the whole report's runtime.
     """
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.min() == labels.max():
+    labels, scores = valid_pairs(labels, scores)
+    if not _both_classes(labels):
         return float("nan")
-    ranks = rankdata(np.asarray(scores, dtype=float))
+    ranks = rankdata(scores)
     pos = labels == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap_ci(labels: np.ndarray | list[int], scores: np.ndarray | list[float],
+                 stat: Callable[[np.ndarray, np.ndarray], float], n: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``stat`` over the valid pairs; (NaN, NaN) when it is undefined."""
+    labels, scores = valid_pairs(labels, scores)
+    if not _both_classes(labels):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = [v for _ in range(n) if np.isfinite(v := stat(*_resample(rng, labels, scores)))]
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def _resample(rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = rng.integers(0, labels.size, labels.size)
+    return labels[idx], scores[idx]
 
 
 def compute(labels: np.ndarray | list[int], scores: np.ndarray | list[float], threshold: float,
@@ -69,16 +104,18 @@ def compute(labels: np.ndarray | list[int], scores: np.ndarray | list[float], th
     decisions = np.where(valid, scores >= threshold, False)
     pos, neg = labels == 1, labels == 0
     lv, sv = labels[valid], scores[valid]
+    if labels.size and not valid.any():  # nothing was measured: no accuracy to report, only the invalid count
+        decisions = np.full(labels.size, np.nan)
     return CellMetrics(
         pairs=int(labels.size),
         positives=int(pos.sum()),
         negatives=int(neg.sum()),
         invalid=int((~valid).sum()),
-        accuracy=float((decisions == (labels == 1)).mean()) if labels.size else float("nan"),
+        accuracy=float((decisions == (labels == 1)).mean()) if valid.any() else float("nan"),
         tpr=float(decisions[pos].mean()) if pos.any() else float("nan"),
         fpr=float(decisions[neg].mean()) if neg.any() else float("nan"),
         auc=auc(lv, sv),
-        tpr_at_1fpr=tpr_at_fpr(lv, sv, target_fpr) if lv.size else float("nan"),
+        tpr_at_1fpr=tpr_at_fpr(lv, sv, target_fpr),
         mean_score=_safe_mean(sv),
         mean_score_pos=_safe_mean(scores[valid & pos]),
         mean_score_neg=_safe_mean(scores[valid & neg]),

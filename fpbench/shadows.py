@@ -11,23 +11,22 @@ training data: never the zoo's independents or children.
 - ``pirated_shadow``: a copy of the owner modified the way a thief would: fine-tuned, magnitude-pruned, or
   with Gaussian noise on its weights (MetaFinger's model augmentation).
 
-Trained shadows are cached as safetensors in a method's scratch dir, keyed by everything that determines them
-(the owner's weights for owner-derived ones), so a second owner of the same architecture reuses independents.
+Trained shadows are cached in a method's scratch dir through the zoo's checksummed, locked
+:class:`~fpbench.zoo.store.ArtefactStore`, keyed by everything that determines them (the owner's weights for
+owner-derived ones), so a second owner of the same architecture reuses independents.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import tempfile
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fpbench.api import ConfigError, ModelSpec
@@ -35,7 +34,9 @@ from fpbench.data import ImageSet
 from fpbench.models import build_module
 from fpbench.train import TrainConfig, train
 from fpbench.utils import seed_everything, stable_hash
+from fpbench.zoo.store import ArtefactStore
 
+log = logging.getLogger(__name__)
 SHADOW_VERSION = "1"
 PIRATE_KINDS = ("finetune", "prune", "noise")
 
@@ -60,22 +61,26 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def _cached(cache_dir: Path | None, key: dict[str, Any], spec: ModelSpec, build: Callable[[], nn.Module],
             device: torch.device) -> nn.Module:
-    """``build()`` once per key; later calls load the stored state dict into a fresh module of ``spec``."""
+    """``build()`` once per key; later calls load the stored state dict into a fresh module of ``spec``.
+
+    Shadows live in the zoo's kind of store (``<cache_dir>/shadows``): written atomically under a file lock, so
+    concurrent workers train each shadow once, and checksummed, so a damaged shadow is retrained, not trusted."""
     if cache_dir is None:
         return build()
-    path = Path(cache_dir) / "shadows" / f"{stable_hash({'v': SHADOW_VERSION, **key})}.safetensors"
-    if path.exists():
-        model = build_module(spec)
-        model.load_state_dict(load_file(str(path)), strict=True)
-        return model.to(device).eval()
-    model = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a shared runs dir is read by other users' runs too
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the whole file or none
-    return model
+    box: dict[str, nn.Module] = {}
+
+    def build_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        box["model"] = build()
+        return {"shadow": key}, box["model"].state_dict()
+
+    store = ArtefactStore(Path(cache_dir) / "shadows")
+    _, tensors, _ = store.get_or_build(stable_hash({"v": SHADOW_VERSION, **key}), build_state,
+                                       on_corrupt=lambda k, e: log.warning("%s; retraining the shadow", e))
+    if "model" in box:
+        return box["model"]
+    model = build_module(spec)
+    model.load_state_dict(tensors or {}, strict=True)
+    return model.to(device).eval()
 
 
 def _train_config(spec: ModelSpec, steps: int, batch_size: int) -> TrainConfig:

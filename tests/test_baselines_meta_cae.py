@@ -110,10 +110,10 @@ def test_independent_shadow_cached_and_seeded(ci_zoo, trio, tmp_path):
     data = ci_zoo.data.split("train_a")
     kw = {"steps": 5, "device": torch.device("cpu"), "cache_dir": tmp_path}
     a = independent_shadow(owner.spec, data, seed=7, **kw)
-    files = list((tmp_path / "shadows").glob("*.safetensors"))
+    files = list((tmp_path / "shadows").glob("*/*/weights.safetensors"))  # the checksummed store
     assert len(files) == 1
     b = independent_shadow(owner.spec, data, seed=7, **kw)  # loaded from the cache, not retrained
     assert module_digest(a) == module_digest(b)
-    assert list((tmp_path / "shadows").glob("*.safetensors")) == files
+    assert list((tmp_path / "shadows").glob("*/*/weights.safetensors")) == files
     c = independent_shadow(copy.deepcopy(owner.spec), data, seed=8, **kw)
     assert module_digest(c) != module_digest(a)

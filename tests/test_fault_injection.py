@@ -1,4 +1,5 @@
-"""Every fault of scripts/fault_injection.py is survived with no record lost; `make test` prints the summary."""
+"""Every fault of scripts/fault_injection.py is survived with no record lost (cases waiting for a caller to be
+wired are PENDING until it is); `make test` prints the summary."""
 
 from __future__ import annotations
 
@@ -23,8 +24,17 @@ def test_every_injected_fault_is_survived(tmp_path: Path, request: pytest.Fixtur
     fi = _script()
     outcomes = fi.run_all(tmp_path)
     request.config.fpbench_fault_summary = fi.summary(outcomes)  # printed by conftest's terminal summary
-    failed = [f"{o.case}: {o.detail}" for o in outcomes if not o.survived]
+    failed = [f"{o.case}: {o.detail}" for o in fi.failures(outcomes)]
     assert not failed, failed
-    assert sum(o.records_lost for o in outcomes) == 0
-    assert {o.case for o in outcomes} >= {"truncated artefact", "killed artefact writer", "corrupt record",
-                                          "pickle fed"}
+    assert sum(o.records_lost for o in outcomes if not o.pending) == 0
+    # issue 19's cases (items 1-6, 8) are all tried; the ones waiting for run.py / zoo/build.py are PENDING
+    assert {o.case for o in outcomes} >= {
+        "truncated artefact", "killed artefact writer", "corrupt record", "pickle fed",
+        "all-NaN cell", "broken child refused", "broken child in the zoo", "damaged records in the report",
+        "failed re-run keeps good records", "runner keeps good records", "damaged meta.json",
+        "_models.parquet from two processes", "damaged _models.parquet", "damaged calibration file",
+        "cached cell, damaged calibration", "truncated safetensors", "huge header length", "tiny header",
+        "empty model file", "symlink to a text file", "NaN weights", "Inf weights", "pickle refusal wording",
+        "report counts"}
+    wired = [o.case for o in outcomes if o.pending and o.survived]
+    assert not wired, f"now wired: drop these from fault_injection.PENDING: {wired}"

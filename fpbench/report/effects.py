@@ -10,11 +10,15 @@ for another task (``finetune_transfer``) is judged on that task: its ``task_accu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fpbench.records import models_path, read_models
+
+log = logging.getLogger(__name__)
 COLUMNS = ["transform", "accuracy before", "accuracy after", "accuracy delta", "sparsity", "bits",
            "relative change norm", "n"]
 FLOAT_BITS = 32.0  # an unquantized child keeps float32 weights
@@ -51,6 +55,10 @@ def effects_table(models: pd.DataFrame) -> pd.DataFrame:
 
 
 def transform_effects(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
-    """Report section builder (see ``fpbench.report.extra``); None until a cell has recorded the zoo's models."""
-    path = Path(runs_dir) / "records" / zoo / "_models.parquet"
-    return effects_table(pd.read_parquet(path)) if path.exists() else None
+    """Report section builder (see ``fpbench.report.extra``); None until a cell has recorded the zoo's models
+    (or while that file is damaged: the next cell that runs rebuilds it)."""
+    path = models_path(runs_dir, zoo)
+    models = read_models(path)
+    if models is None and path.exists():
+        log.warning("%s is damaged: the transform-effects table is left out until a cell run rebuilds it", path)
+    return None if models is None else effects_table(models)

@@ -12,9 +12,21 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
+def _nothing_scored(out: Path, what: str) -> Path:
+    """A figure that says it is empty (no cell was scored), so the page never shows a stale one."""
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{what}: no cell has valid scores (see the cells table)", ha="center", va="center")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def heatmap(cells: pd.DataFrame, out: Path) -> Path:
     """Verification accuracy at the fixed threshold beside ROC AUC (accuracy alone hides much)."""
     ok = cells[cells["status"] == "ok"]
+    if ok.empty:
+        return _nothing_scored(out, "heatmap")
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.7 * ok["transform"].nunique() * 2 + 4),
                                             1.0 + 0.5 * max(2, ok["method"].nunique())))
     for ax, col, title in ((axes[0], "accuracy", "Verification accuracy (fixed threshold)"),
@@ -33,6 +45,8 @@ def heatmap(cells: pd.DataFrame, out: Path) -> Path:
 def panels(cells: pd.DataFrame, out: Path) -> Path:
     """(a) accuracy, (b) FPR, (c) mean similarity (positives vs negatives), (d) verify runtime, per method."""
     ok = cells[cells["status"] == "ok"]
+    if ok.empty:
+        return _nothing_scored(out, "panels")
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     specs = [("accuracy", "(a) Verification accuracy"), ("fpr", "(b) False positive rate (fixed threshold)")]
     for ax, (col, title) in zip(axes[0], specs, strict=True):
@@ -46,7 +60,8 @@ def panels(cells: pd.DataFrame, out: Path) -> Path:
     axes[1][0].set_title("(c) Mean similarity score")
     axes[1][0].tick_params(axis="x", rotation=45)
     sns.barplot(data=ok, x="method", y="verify_seconds", ax=axes[1][1], errorbar=None, color="#55A868")
-    axes[1][1].set_yscale("log")
+    if (ok["verify_seconds"] > 0).any():  # a log axis needs a positive value
+        axes[1][1].set_yscale("log")
     axes[1][1].set_title("(d) Verify runtime (s per pair, log)")
     axes[1][1].tick_params(axis="x", rotation=45)
     fig.tight_layout()

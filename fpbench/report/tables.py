@@ -2,6 +2,11 @@
 
 Every number here is computed from the parquet records alone. Thresholds: the method's fixed one (the
 ``threshold`` column) and one calibrated at the target FPR on the method's calibration rows only.
+
+Every cell is counted once, by its status in the cells table: ``ok`` (scored: an experiment), ``FAILED`` (an
+error record, or a records file that could not be read), ``INVALID`` (every score NaN/inf: nothing was
+measured, so it stays out of the pooled tables) or ``n/a``. A method or transform whose cells all failed still
+has its row in Tables II-III, with the failures counted.
 """
 
 from __future__ import annotations
@@ -14,20 +19,25 @@ import yaml
 
 from fpbench import metrics as M
 from fpbench.cmf.attack_report import ATTACK_STUDY_TRANSFORMS
-from fpbench.records import load_all
+from fpbench.records import LoadedRecords, Record, cell_of, load_all, rerun_command, to_frame
 
 PAPER = yaml.safe_load((Path(__file__).with_name("paper_values.yaml")).read_text())
 CALIBRATION = "_calibration"
 BOOTSTRAP = 200
+DAMAGED = "records file unreadable"
 
 
 def split_records(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(scored pairs with status ok, calibration rows, status rows of failed / n/a cells)."""
+    """(scored pairs with status ok, calibration rows, rows of failed / invalid / n/a cells).
+
+    The ok rows of a cell whose every score is invalid (NaN/inf) go with the bad rows: that cell measured nothing."""
     cal = df[(df["role"] == "calibration") & (df["status"] == "ok")]
     pairs = df[(df["role"] == "pair") & (df["transform"] != CALIBRATION)]
     ok = pairs[pairs["status"] == "ok"]
-    bad = pairs[pairs["status"] != "ok"]
-    return ok, cal, bad
+    finite = np.isfinite(ok["score"].to_numpy(dtype=float))
+    measured = pd.Series(finite, index=ok.index).groupby([ok["method"], ok["transform"]]).transform("any")
+    bad = pd.concat([pairs[pairs["status"] != "ok"], ok[~measured.astype(bool)]])
+    return ok[measured.astype(bool)], cal, bad
 
 
 def calibrated_thresholds(cal: pd.DataFrame, target_fpr: float) -> dict[str, float]:
@@ -41,20 +51,6 @@ def calibrated_decisions(frame: pd.DataFrame, cal_t: dict[str, float]) -> np.nda
     return np.isfinite(s) & (s >= t)
 
 
-def _bootstrap_ci(labels: np.ndarray, scores: np.ndarray, stat, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(BOOTSTRAP):
-        idx = rng.integers(0, labels.size, labels.size)
-        v = stat(labels[idx], scores[idx])
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
     """One row per (method, transform): fixed- and calibrated-threshold metrics, AUC with a bootstrap CI, status."""
     ok, cal, bad = split_records(df)
@@ -65,8 +61,7 @@ def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
         fixed = M.compute(labels, scores, float(g["threshold"].iloc[0]), target_fpr)
         t_cal = cal_t.get(method, float("nan"))
         calm = M.compute(labels, scores, t_cal, target_fpr) if np.isfinite(t_cal) else None
-        finite = np.isfinite(scores)
-        auc_lo, auc_hi = _bootstrap_ci(labels[finite], scores[finite], M.auc)
+        auc_lo, auc_hi = M.bootstrap_ci(labels, scores, M.auc, n=BOOTSTRAP)
         rows.append({
             "method": method, "transform": transform, "status": "ok", "pairs": fixed.pairs,
             "positives": fixed.positives, "negatives": fixed.negatives, "invalid": fixed.invalid,
@@ -85,15 +80,36 @@ def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
                 if r["method"] == method and r["transform"] == transform:
                     r["n/a pairs"] = int((g["status"] == "n/a").sum())
             continue
-        status = "FAILED" if (g["status"] == "error").any() else "n/a"
-        first = str(g["error"].iloc[0]).splitlines()[0] if len(g) else ""
-        rows.append({"method": method, "transform": transform, "status": status, "pairs": 0, "error": first})
+        rows.append(_status_row(method, transform, g))
     cols = ["method", "transform", "status", "pairs", "positives", "negatives", "invalid", "n/a pairs", "threshold",
             "accuracy", "tpr", "fpr", "mean_score", "mean_score_pos", "mean_score_neg", "auc", "auc_ci_low",
             "auc_ci_high", "tpr_at_1fpr", "cal_threshold", "cal_tpr", "cal_fpr", "fingerprint_seconds",
             "verify_seconds", "error"]
     out = pd.DataFrame(rows, columns=cols)
     return out.sort_values(["method", "transform"]).reset_index(drop=True)
+
+
+def _status_row(method: str, transform: str, g: pd.DataFrame) -> dict:
+    """The cells-table row of a cell with no usable score: FAILED (errors), INVALID (only NaN/inf scores) or n/a."""
+    if (g["status"] == "error").any():
+        errors = g.loc[g["status"] == "error", "error"]
+        return {"method": method, "transform": transform, "status": "FAILED", "pairs": 0,
+                "error": (str(errors.iloc[0]).splitlines() or [""])[0]}
+    if (g["status"] == "ok").all():
+        return {"method": method, "transform": transform, "status": "INVALID", "pairs": len(g), "invalid": len(g),
+                "positives": int((g["label"] == 1).sum()), "negatives": int((g["label"] == 0).sum()),
+                "error": f"every score is NaN or infinite ({len(g)} pairs): nothing was measured; "
+                         f"re-run: {rerun_command(str(g['zoo'].iloc[0]), method, transform)}"}
+    first = g.loc[g["status"] == "n/a", "error"]
+    return {"method": method, "transform": transform, "status": "n/a", "pairs": 0,
+            "error": (str(first.iloc[0]).splitlines() or [""])[0] if len(first) else ""}
+
+
+def status_counts(cells: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per ``key`` (method or transform): how many of its cells failed (FAILED or INVALID) and how many are n/a."""
+    failed = cells["status"].isin(["FAILED", "INVALID"])
+    return pd.DataFrame({"Failed cells": failed.groupby(cells[key]).sum(),
+                         "n/a cells": (cells["status"] == "n/a").groupby(cells[key]).sum()}).astype(int)
 
 
 def _pooled(ok: pd.DataFrame, by: str, cal_t: dict[str, float], target_fpr: float) -> pd.DataFrame:
@@ -129,13 +145,22 @@ def _per_key_table(df: pd.DataFrame, key: str, target_fpr: float) -> pd.DataFram
     """Pooled metrics per ``key`` (method or transform) + the mean of its per-cell AUC and TPR@1%FPR."""
     ok, cal, _ = split_records(df)
     t = _pooled(ok, key, calibrated_thresholds(cal, target_fpr), target_fpr)
-    if t.empty:
-        return t
     cells = cell_table(df, target_fpr)
+    if cells.empty:
+        return t
+    # A key whose every cell failed keeps its row (no scores, its failures counted) instead of vanishing.
+    absent = sorted(set(cells[key]) - set(t[key] if len(t) else []))
+    if absent:
+        filler = pd.DataFrame({key: absent, "Count": 0, "Pairs": 0})
+        t = pd.concat([t, filler], ignore_index=True) if len(t) else filler
     per_cell = cells[cells["status"] == "ok"].groupby(key)[["auc", "tpr_at_1fpr"]].mean()
     t["AUC"] = t[key].map(per_cell["auc"])
     t["TPR@1%FPR"] = t[key].map(per_cell["tpr_at_1fpr"])
-    return t
+    counts = status_counts(cells, key)
+    for col in counts:
+        t[col] = t[key].map(counts[col]).fillna(0).astype(int)
+    t[["Count", "Pairs"]] = t[["Count", "Pairs"]].astype(int)
+    return t.sort_values(key).reset_index(drop=True)
 
 
 def table2(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
@@ -157,17 +182,19 @@ def table3(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
 def table1(df: pd.DataFrame, lineage_rate: float | None, target_fpr: float = 0.01,
            lineage_by_method: dict[str, float] | None = None) -> pd.DataFrame:
     """Overall summary (paper's Table I); the lineage rate over every method's claims, then per method."""
-    ok, cal, bad = split_records(df)
+    ok, cal, _ = split_records(df)
     cal_t = calibrated_thresholds(cal, target_fpr)
     scores, labels = ok["score"].to_numpy(), ok["label"].to_numpy()
     decisions = np.isfinite(scores) & (scores >= ok["threshold"].to_numpy())
     truth = labels == 1
-    cells = ok.groupby(["method", "transform"]).ngroups
+    status = cell_table(df, target_fpr)["status"]  # each cell counted once, by its status
+    failed, na = int(status.isin(["FAILED", "INVALID"]).sum()), int((status == "n/a").sum())
     cal_dec = calibrated_decisions(ok, cal_t)
     nan = float("nan")
     rows = [
-        ("Total Experiments", cells),
-        ("Failed / not-applicable cells", int(bad.groupby(["method", "transform"]).ngroups)),
+        ("Total Experiments", int((status == "ok").sum())),
+        ("Failed / not-applicable cells", failed + na),
+        ("Failed cells (errors, invalid scores, unreadable records)", failed),
         ("Scored pairs", int(len(ok))),
         ("Overall Verification Accuracy", float((decisions == truth).mean()) if len(ok) else nan),
         ("Overall False Positive Rate", float(decisions[~truth].mean()) if (~truth).any() else nan),
@@ -197,6 +224,56 @@ def runtime_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def load(runs_dir: Path, zoo: str | None) -> pd.DataFrame:
     return load_all(runs_dir, zoo)
+
+
+def with_damaged(loaded: LoadedRecords) -> pd.DataFrame:
+    """The loaded records plus one error row per unreadable cell file, so each shows as a FAILED cell that says
+    how to re-run it. (A damaged calibration file is reported by :func:`problems`: it is not a cell.)"""
+    rows = []
+    for path, why in loaded.damaged.items():
+        zoo, method, transform = cell_of(path)
+        if transform == CALIBRATION:
+            continue
+        rows.append(Record(zoo=zoo, method=method, transform=transform, owner="", suspect="", owner_arch="",
+                           suspect_arch="", label=-1, score=float("nan"), threshold=float("nan"), decision=0,
+                           fingerprint_seconds=float("nan"), verify_seconds=float("nan"),
+                           owner_accuracy=float("nan"), suspect_accuracy=float("nan"), seed=-1, config_hash="",
+                           versions="{}", git_commit="", status="error",
+                           error=f"{DAMAGED} ({why}); re-run: {rerun_command(zoo, method, transform)}"))
+    if not rows:
+        return loaded.frame
+    extra = to_frame(rows)
+    return pd.concat([loaded.frame, extra], ignore_index=True) if len(loaded.frame) else extra
+
+
+def problems(loaded: LoadedRecords) -> pd.DataFrame:
+    """One row per records file the report could not use as it stands: damaged files, and cells whose last run
+    failed while their good records were kept. Each says what to run."""
+    rows = []
+    for path, why in loaded.damaged.items():
+        zoo, method, transform = cell_of(path)
+        what = "calibration unreadable: calibrated thresholds missing" if transform == CALIBRATION else \
+            "records unreadable: counted as a FAILED cell"
+        rows.append({"file": "/".join(path.parts[-3:]), "problem": f"{what} ({why})",
+                     "fix": rerun_command(zoo, method, "<any of its transforms>" if transform == CALIBRATION
+                                          else transform)})
+    for path, note in loaded.failed_runs.items():
+        zoo, method, transform = cell_of(path)
+        first = (str(note.get("error", "")).splitlines() or [""])[0]
+        rows.append({"file": "/".join(path.parts[-3:]), "problem": f"last run failed (good records kept): {first}",
+                     "fix": f"fix the cause, then {rerun_command(zoo, method, transform)}"})
+    return pd.DataFrame(rows, columns=["file", "problem", "fix"])
+
+
+def mark_failed_runs(cells: pd.DataFrame, loaded: LoadedRecords) -> pd.DataFrame:
+    """Note in the cells table each cell whose last run failed while its good records were kept."""
+    cells = cells.copy()
+    for path, note in loaded.failed_runs.items():
+        _, method, transform = cell_of(path)
+        hit = (cells["method"] == method) & (cells["transform"] == transform)
+        first = (str(note.get("error", "")).splitlines() or [""])[0]
+        cells.loc[hit, "error"] = f"last run failed (good records kept): {first}"
+    return cells
 
 
 def grid_records(df: pd.DataFrame) -> pd.DataFrame:

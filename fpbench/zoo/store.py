@@ -3,7 +3,8 @@
 Layout: ``<root>/<key[:2]>/<key>/{weights.safetensors, meta.json}``. A write goes to a temporary
 sibling directory that is renamed into place under a file lock, so a killed writer leaves no partial
 artefact and concurrent workers build each key once. ``meta.json`` carries the sha256 of the weights;
-a mismatch on load raises :class:`CorruptArtefact` and the caller rebuilds.
+a mismatch on load -- or a meta whose checksum field is missing, null beside weights or not a hex digest --
+raises :class:`CorruptArtefact` and the caller rebuilds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fpbench.utils import file_sha256
 
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
+HEX = frozenset("0123456789abcdef")
 
 
 class CorruptArtefact(FpbenchError):
@@ -54,16 +56,37 @@ class ArtefactStore:
 
     def load_meta(self, key: str) -> dict[str, Any]:
         try:
-            return json.loads((self.path(key) / META).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            meta = json.loads((self.path(key) / META).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptArtefact(f"artefact {key}: unreadable meta.json ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise CorruptArtefact(f"artefact {key}: meta.json is not a JSON object")
+        return meta
+
+    def has_weights(self, key: str, meta: dict[str, Any]) -> bool:
+        """Whether the artefact stores tensors; raises CorruptArtefact when its checksum field cannot say.
+
+        A weights artefact's ``sha256`` is a 64-digit hex digest. A recipe-only artefact's is null, with no
+        weights file beside it (and ``weights: false`` since that field was added). Anything else -- the field
+        missing, null beside a weights file or under ``weights: true``, not a hex digest -- is damage.
+        """
+        if "sha256" not in meta:
+            raise CorruptArtefact(f"artefact {key}: meta.json has no sha256 field")
+        digest = meta["sha256"]
+        if digest is None:
+            if meta.get("weights", False) or (self.path(key) / WEIGHTS).exists():
+                raise CorruptArtefact(f"artefact {key}: meta.json's sha256 is null but the artefact has weights")
+            return False
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in HEX for c in digest)):
+            raise CorruptArtefact(f"artefact {key}: meta.json's sha256 {digest!r} is not a sha256 hex digest")
+        return True
 
     def load(self, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         """(meta, tensors or None for recipe-only artefacts); raises CorruptArtefact on any mismatch."""
         meta = self.load_meta(key)
         if meta.get("key") != key:
             raise CorruptArtefact(f"artefact {key}: meta.json names key {meta.get('key')!r}")
-        if meta.get("sha256") is None:
+        if not self.has_weights(key, meta):
             return meta, None
         wpath = self.path(key) / WEIGHTS
         if not wpath.exists() or file_sha256(wpath) != meta["sha256"]:
@@ -77,8 +100,9 @@ class ArtefactStore:
         final = self.path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a shared runs dir is read by other users' runs too
         try:
-            meta = dict(meta, key=key, sha256=None)
+            meta = dict(meta, key=key, sha256=None, weights=tensors is not None)
             if tensors is not None:
                 save_file(_contiguous(tensors), str(tmp / WEIGHTS))
                 meta["sha256"] = file_sha256(tmp / WEIGHTS)
