@@ -145,7 +145,8 @@ def load_cifar(root: str, which: str = "cifar10", allow_download: bool = False) 
 LOADERS = {"digits": load_digits, "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar}
 
 
-def _resize(x: np.ndarray, size: int) -> torch.Tensor:
+def resize_images(x: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 images [N, C, H, W] at ``size`` x ``size`` (28 -> 32 by zero padding, as LeNet did; else bilinear)."""
     t = torch.from_numpy(np.ascontiguousarray(x))
     h = t.shape[-1]
     if h == size:
@@ -179,10 +180,18 @@ def _load_bundle_cached(frozen: str) -> DataBundle:
         remap = {c: i for i, c in enumerate(classes_keep)}
         x, y = x[keep], np.array([remap[int(v)] for v in y[keep]], dtype=np.int64)
         classes = [classes[c] for c in classes_keep]
+    return bundle_from_arrays(x, y, classes, cfg, name=name)
+
+
+def bundle_from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str], cfg: dict[str, Any],
+                       name: str | None = None) -> DataBundle:
+    """A bundle of uint8 images ``x`` [N, C, H, W] and labels ``y``: shuffled with ``cfg['seed']``, resized to
+    ``cfg['size']`` and cut into the disjoint ``cfg['splits']`` ({name: count}); ``cfg`` identifies the bundle."""
+    name = name or str(cfg["name"])
     rng = np.random.default_rng(int(cfg.get("seed", 0)))
     order = rng.permutation(len(y))
-    images = _resize(x[order], int(cfg["size"]))
-    labels = torch.from_numpy(y[order])
+    images = resize_images(x[order], int(cfg["size"]))
+    labels = torch.from_numpy(np.asarray(y)[order].astype(np.int64))
     splits: dict[str, ImageSet] = {}
     start = 0
     total = len(labels)
@@ -193,8 +202,9 @@ def _load_bundle_cached(frozen: str) -> DataBundle:
         splits[split_name] = ImageSet(images[start : start + n], labels[start : start + n], int(cfg.get("channels", 3)))
         start += n
     return DataBundle(
-        id=bundle_id(cfg), name=name, class_names=classes, size=int(cfg["size"]), channels=int(cfg.get("channels", 3)),
-        splits=splits, mean=list(cfg.get("mean", [0.5] * 3)), std=list(cfg.get("std", [0.5] * 3)),
+        id=bundle_id(cfg), name=name, class_names=list(classes), size=int(cfg["size"]),
+        channels=int(cfg.get("channels", 3)), splits=splits, mean=list(cfg.get("mean", [0.5] * 3)),
+        std=list(cfg.get("std", [0.5] * 3)),
     )
 
 

@@ -27,7 +27,7 @@ from fpbench.api import Method
 from fpbench.config import check_option
 from fpbench.errors import ConfigError, FpbenchError, NotApplicable, PipelineMismatch, UnknownName  # noqa: F401 (re-exported)
 from fpbench.evaluate import Candidate, Evaluator, Provenance, base_record, make_method, method_impl, resolved_method
-from fpbench.records import cell_done, cell_path, read_cell, to_frame, write_cell
+from fpbench.records import cell_done, cell_path, merge_models, models_path, read_cell, to_frame, write_cell
 from fpbench.registry import method_class, transform_class
 from fpbench.thresholds import CALIBRATION
 from fpbench.utils import available_cores, configure_threads, resolve_device, stable_hash
@@ -126,13 +126,16 @@ class CellRunner:
         s = self.spec
         path = cell_path(s.runs_dir, s.zoo_cfg["name"], s.method_cfg["name"], s.transform_cfg["name"])
         if not s.force and cell_done(path, s.config_hash):
+            if not cell_done(thresholds.calibration_path(s.runs_dir, s.zoo_cfg["name"], s.method_cfg["name"]),
+                             s.calibration_hash):  # missing or damaged: rebuilt, so the summary is calibrated
+                self.calibration(self.method(s.method_cfg), s.method_cfg)
             return read_cell(path), True  # type: ignore[return-value]
         try:
             df = self._score_cell()
         except Exception as exc:  # the sweep goes on: the failure is a record the tables show
             log.error("cell %s x %s failed: %s", s.method_cfg["name"], s.transform_cfg["name"], exc)
             df = to_frame([self._status_record("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")])
-        write_cell(path, df)
+        write_cell(path, df, keep_good=True)  # a failed re-run never replaces good records
         self._write_models()
         return df, False
 
@@ -159,17 +162,14 @@ class CellRunner:
         return base_record(prov, threshold, status=status, error=message)
 
     def _write_models(self) -> None:
-        """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table."""
+        """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table:
+        merged under a file lock, so parallel workers lose no row."""
         rows = {}
         for zm in self.zoo.models():
             info = {k: v for k, v in zm.meta.get("info", {}).items() if isinstance(v, (int, float, str, bool))}
             rows[zm.id] = {"id": zm.id, "root": zm.root_id, "arch": zm.arch, "parent": zm.parent_id or "",
                            "transform": zm.transform or "", "key": zm.key, **info}
-        path = Path(self.spec.runs_dir) / "records" / self.spec.zoo_cfg["name"] / "_models.parquet"
-        old = pd.read_parquet(path) if path.exists() else pd.DataFrame()
-        new = pd.DataFrame(list(rows.values()))
-        merged = pd.concat([old[~old["id"].isin(new["id"])] if len(old) else old, new], ignore_index=True)
-        write_cell(path, merged.sort_values("id").reset_index(drop=True))
+        merge_models(models_path(self.spec.runs_dir, self.spec.zoo_cfg["name"]), rows)
 
 
 def summarize(df: pd.DataFrame, calibration: pd.DataFrame | None, target_fpr: float) -> dict[str, Any]:

@@ -79,3 +79,10 @@ def stored(runs_dir: Path | str, zoo: str, method: str, target_fpr: float) -> Th
         return None
     suspects = sorted(set(df.loc[df["status"] == "ok", "suspect"]))
     return from_records(df, target_fpr, f"zoo '{zoo}' owners vs its held-out independent roots {', '.join(suspects)}")
+
+
+def empirical_p_value(score: float, null: np.ndarray | list[float]) -> float:
+    """P(a negative scores >= ``score``) estimated from a null sample, ``(1 + #null >= score) / (1 + n)``: never
+    0, so a p-value is only as small as the null is large."""
+    null = np.asarray([v for v in null if math.isfinite(v)], dtype=float)
+    return float((1 + int((null >= score).sum())) / (1 + null.size))

@@ -23,6 +23,7 @@ from fpbench.config import load_option
 from fpbench.data import DataBundle, load_bundle
 from fpbench.models import build_module, count_parameters
 from fpbench.registry import transform_class
+from fpbench.sanity import check_child
 from fpbench.subject import ModelSubject
 from fpbench.train import TrainConfig, accuracy, train
 from fpbench.utils import library_versions, seed_everything, stable_hash
@@ -158,6 +159,9 @@ class Zoo:
 
         def build() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
             result = self._apply(transform, parent, seed)
+            # A child that breaks its task (non-finite weights or outputs) is refused, never stored or scored.
+            probe = self.data.split("test").tensor(slice(0, 16), self.device)
+            check_child(result.model.to(self.device), tcfg["name"], tcfg["params"], probe)
             info = dict(result.info)
             info.setdefault("accuracy", accuracy(result.model, self.data.split("test"), self.device))
             info["parent_accuracy"] = parent.accuracy
