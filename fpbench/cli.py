@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-COMMANDS = {
+from fpbench.registry import Registry
+
+COMMANDS = Registry("command")
+for _name, _entry in {
     "run": "fpbench.run:cli",
     "zoo": "fpbench.zoo.__main__:cli",
     "verify": "fpbench.verify:cli",
@@ -13,7 +15,8 @@ COMMANDS = {
     "transfer": "fpbench.transfer.__main__:cli",
     "lineage": "fpbench.lineage.__main__:cli",
     "attacks": "fpbench.cmf.attacks:cli",
-}
+}.items():
+    COMMANDS.register(_name, _entry)
 
 
 def main() -> None:
@@ -21,5 +24,4 @@ def main() -> None:
         print(f"usage: fpbench {{{'|'.join(COMMANDS)}}} [hydra overrides ...]", file=sys.stderr)
         sys.exit(2)
     command = sys.argv.pop(1)
-    module_name, attr = COMMANDS[command].split(":")
-    getattr(importlib.import_module(module_name), attr)()
+    COMMANDS.get(command)()

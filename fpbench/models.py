@@ -6,15 +6,14 @@ Every model in fpbench takes images in [0, 1] and normalises them itself, expose
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from fpbench.api import ConfigError, ModelSpec
+from fpbench.api import ModelSpec
+from fpbench.registry import Registry
 
 
 class ImageClassifier(nn.Module):
@@ -71,37 +70,25 @@ def _timm_vgg(arch: dict[str, Any], spec: ModelSpec) -> nn.Module:
     return ImageClassifier(net, spec.input["mean"], spec.input["std"])
 
 
-# Builders and wrappers are named "module:attr" and imported lazily, like the registries.
-BUILDERS: dict[str, str | Callable[[dict[str, Any], ModelSpec], nn.Module]] = {
-    "timm": _timm,
-    "timm_vgg": _timm_vgg,
-    "timm_pretrained": _timm_pretrained,
-    "clip": "fpbench.clip_model:build_clip_classifier",
-}
-WRAPPERS: dict[str, str] = {
-    "lora": "fpbench.wrappers:rewrap_lora",
-    "quantize": "fpbench.wrappers:rewrap_quantize",
-}
+# A builder is ``(arch, spec) -> nn.Module`` (``arch["builder"]`` names it); a wrapper ``(model, record) -> nn.Module``
+# re-applies a module rewrite a transform recorded in ``spec.wrappers``. Entries other modules define are
+# "module:attr", imported on first use.
+BUILDERS = Registry("model builder")
+BUILDERS.register("timm", _timm)
+BUILDERS.register("timm_vgg", _timm_vgg)
+BUILDERS.register("timm_pretrained", _timm_pretrained)
+BUILDERS.register("clip", "fpbench.clip_model:build_clip_classifier")
 
-
-def _resolve(entry: str | Callable[..., Any]) -> Callable[..., Any]:
-    if callable(entry):
-        return entry
-    module_name, attr = entry.split(":")
-    return getattr(importlib.import_module(module_name), attr)
+WRAPPERS = Registry("model wrapper")
+WRAPPERS.register("lora", "fpbench.wrappers:rewrap_lora")
+WRAPPERS.register("quantize", "fpbench.wrappers:rewrap_quantize")
 
 
 def build_module(spec: ModelSpec) -> nn.Module:
     """A freshly initialised module of ``spec``'s architecture, with ``spec.wrappers`` re-applied."""
-    builder = spec.arch.get("builder", "timm")
-    if builder not in BUILDERS:
-        raise ConfigError(f"unknown model builder '{builder}'. Valid builders: {', '.join(BUILDERS)}")
-    model = _resolve(BUILDERS[builder])(spec.arch, spec)
+    model = BUILDERS.get(spec.arch.get("builder", "timm"))(spec.arch, spec)
     for wrapper in spec.wrappers:
-        kind = wrapper["kind"]
-        if kind not in WRAPPERS:
-            raise ConfigError(f"unknown model wrapper '{kind}'. Valid wrappers: {', '.join(WRAPPERS)}")
-        model = _resolve(WRAPPERS[kind])(model, wrapper)
+        model = WRAPPERS.get(wrapper["kind"])(model, wrapper)
     return model
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_helpers import resolved_params
 from method_helpers import make_method
 from torch import nn
 
 from baselines.ipguard import boundary_loss
 from fpbench.api import ConfigError, ModelSpec, NotApplicable
-from fpbench.config import load_option
 from fpbench.subject import ModelSubject
 
 FAST = {
@@ -64,7 +64,7 @@ def test_query_budget_honoured(name, override, expected, ci_zoo, trio, tmp_path)
 @pytest.mark.parametrize(("name", "per_point"), [("ipguard", 1), ("uap", 2)])
 def test_config_budget_is_what_score_sends(name, per_point):
     """The shipped config's query_budget is exactly what one verification needs (no slack, no refusal)."""
-    p = load_option("method", name)["params"]
+    p = resolved_params("method", name)
     assert p["query_budget"] == per_point * p["points"]
 
 
@@ -78,7 +78,7 @@ def test_ipguard_points_lie_on_the_owners_boundary(trio, fingerprints):
     assert fp.meta["on_target"] >= 0.9
     top2 = logits.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
-    k = float(load_option("method", "ipguard")["params"]["k"])
+    k = resolved_params("method", "ipguard")["k"]
     assert float(margin.median()) < 2 * k + 1  # near the boundary, not deep inside a class
     assert ((fp.tensors["x"] >= 0) & (fp.tensors["x"] <= 1)).all()
 
@@ -94,7 +94,7 @@ def test_boundary_loss_is_zero_only_on_the_target_side():
 
 def test_uap_perturbation_is_universal_and_bounded(trio, fingerprints):
     fp = fingerprints["uap"]
-    eps = float(load_option("method", "uap")["params"]["eps"])
+    eps = resolved_params("method", "uap")["eps"]
     v = fp.tensors["v"]
     assert v.shape[0] == 1 and float(v.abs().max()) <= eps + 1e-6
     assert fp.meta["fooling_rate"] > 0.2  # one perturbation changes the owner's label on many training inputs

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_helpers import resolved_params
 from method_helpers import make_method
 from torch import nn
 
 from fpbench.api import ConfigError, NotApplicable
-from fpbench.config import load_option
 from fpbench.shadows import independent_shadow, module_digest, pirated_shadow
 from fpbench.subject import ModelSubject
 
@@ -69,7 +69,7 @@ def test_query_budget_is_what_score_sends(name, trio, fingerprints):
     before = child.query_count
     m.score(fp, child)
     assert child.query_count - before == SMALL[name]["queries"]
-    params = load_option("method", name)["params"]
+    params = resolved_params("method", name)
     assert params["query_budget"] == params["queries"]  # the config declares exactly what score() sends
 
 

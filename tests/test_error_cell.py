@@ -6,15 +6,16 @@ import math
 
 import pytest
 
+import fpbench.registry
 from fpbench.api import Fingerprint, Method
 from fpbench.records import cell_done, cell_path
-from fpbench.registry import METHODS
+from fpbench.registry import Registry
 from fpbench.run import CellSpec, run_cell
 from fpbench.zoo.build import transform_config
 
 
 class Boom(Method):
-    name, access = "boom", "black-box labels"
+    access = "black-box labels"
 
     def fingerprint(self, owner):
         return Fingerprint()
@@ -24,7 +25,7 @@ class Boom(Method):
 
 
 class HalfNaN(Method):
-    name, access = "halfnan", "black-box labels"
+    access = "black-box labels"
 
     def fingerprint(self, owner):
         return Fingerprint(meta={"owner": owner.id})
@@ -35,8 +36,15 @@ class HalfNaN(Method):
 
 @pytest.fixture
 def fake_methods(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(METHODS, "boom", f"{__name__}:Boom")
-    monkeypatch.setitem(METHODS, "halfnan", f"{__name__}:HalfNaN")
+    """The real method registry plus two methods that fail, for this test only (lookups go through
+    ``fpbench.registry.method_class``, which reads the module's ``METHODS``)."""
+    real = fpbench.registry.METHODS
+    methods = Registry(real.kind, base=Method)
+    for name in real:
+        methods.register(name, real.entry(name))
+    methods.register("boom", f"{__name__}:Boom")
+    methods.register("halfnan", f"{__name__}:HalfNaN")
+    monkeypatch.setattr(fpbench.registry, "METHODS", methods)
 
 
 def _spec(zoo_cfg, runs_dir, method: str) -> CellSpec:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from config_helpers import resolved_params
 
 from fpbench.api import QueryBudgetExceeded
 from fpbench.config import load_option
@@ -34,7 +35,7 @@ def test_cell_records_queries_within_budget_and_fails_pairs_over_it(ci_zoo, ci_z
     pairs = df[df["role"] == "pair"]
     assert summary["status"] == "ok"
     # agreement asks for `queries` probe inputs, or every probe input when the split is smaller (ci: 150)
-    expected = min(int(cfg["params"]["queries"]), len(ci_zoo.data.split("probe")))
+    expected = min(resolved_params("method", "agreement")["queries"], len(ci_zoo.data.split("probe")))
     assert (pairs["queries"] == expected).all()
     assert (pairs["queries"] <= cfg["params"]["query_budget"]).all()
 

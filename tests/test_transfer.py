@@ -133,9 +133,9 @@ def test_lineage_edges_record_both_relations_of_each_transferred_model(ci_transf
 
 
 def test_tables_are_rebuilt_from_records_alone(ci_transfer):
-    from fpbench.report.extra import SECTIONS
+    from fpbench.report.extra import sections
 
-    frames = {s.name: s.run(ci_transfer, "ci", ci_transfer / "tables") for s in SECTIONS if s.name.startswith("transfer")}
+    frames = {s.name: s.run(ci_transfer, "ci", ci_transfer / "tables") for s in sections() if s.name.startswith("transfer")}
     summary = frames["transfer"]
     assert summary is not None and len(summary) == 2 * len(WAYS)
     assert (summary["models"] == 3).all()

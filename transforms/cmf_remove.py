@@ -16,9 +16,9 @@ from fpbench.spectral import as_matrix, matrix_layers, shift_singular_values
 from fpbench.train import RecoveryParams, recover
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CmfRemoveParams(RecoveryParams):
-    noise: float = 1.0  # std of the noise on every singular value, in units of alpha
+    noise: float  # std of the noise on every singular value, in units of alpha (the attack's strength)
     alpha: float = 0.01  # the signature strength the attacker assumes (the paper's)
 
     def __post_init__(self) -> None:

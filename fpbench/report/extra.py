@@ -1,8 +1,9 @@
 """Extra report sections other parts of fpbench contribute (lineage, attacks, transfer, zoo effects).
 
-One pattern: append a ``Section`` to ``SECTIONS``. ``build(runs_dir, zoo)`` returns a DataFrame (or None when
-its records do not exist yet) and may write figures into ``out_dir``; the report renders it like Tables I-III.
-Builders are named "module:attr" and imported lazily, so a section never forces its module on the report.
+One pattern: register a ``Section`` in ``SECTIONS`` under its name (the report renders them in registration
+order: :func:`sections`). ``build(runs_dir, zoo)`` returns a DataFrame (or None when its records do not exist
+yet) and may write figures into ``out_dir``; the report renders it like Tables I-III. Builders are named
+"module:attr" and imported lazily, so a section never forces its module on the report.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from fpbench.registry import Registry
 
 
 @dataclass
@@ -34,7 +37,8 @@ def zoo_models(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-SECTIONS: list[Section] = [
+SECTIONS = Registry("report section")
+for _section in [
     Section("transform_effects", "Transform effects on the models (mean over roots: accuracy before/after, "
             "sparsity, bits, relative parameter change)", "fpbench.report.effects:transform_effects"),
     Section("lineage_claims", "Lineage tracking: ancestry claims decided from each method's scores (path: a chain "
@@ -49,4 +53,10 @@ SECTIONS: list[Section] = [
             "model)", "fpbench.transfer.report:summary_section"),
     Section("transfer_lambda", "Fingerprint transfer: effect of lambda", "fpbench.transfer.report:lambda_section"),
     Section("transfer_models", "Fingerprint transfer: every downstream model", "fpbench.transfer.report:models_section"),
-]
+]:
+    SECTIONS.register(_section.name, _section)
+
+
+def sections() -> list[Section]:
+    """The registered sections, in the order the report shows them."""
+    return [SECTIONS.get(name) for name in SECTIONS]

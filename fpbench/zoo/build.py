@@ -5,7 +5,9 @@ a negative for every other root. Calibration roots are extra independents used o
 thresholds; they are never scored in a cell. Keys hash everything that determines an artefact:
     root  = (arch, data id, training config, seed)
     child = (parent key, transform impl + version, resolved params, seed, data id)
-so a chain's steps share prefixes with the single transforms they repeat.
+so a chain's steps share prefixes with the single transforms they repeat. "Resolved" params are the
+transform's parameter dataclass filled from its config: a default changed in code changes the key of exactly
+the children whose config does not set that parameter.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, TransformContext
+from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
 from fpbench.config import load_option
 from fpbench.data import DataBundle, load_bundle
 from fpbench.models import build_module, count_parameters
@@ -66,12 +68,19 @@ def transform_config(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def resolved_transform(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
-    """A transform config with chain steps expanded and each implementation's version, for cache keys:
-    a chain's cell must re-run when one of its steps changes, not only when the chain's own YAML does."""
+    """A transform config with chain steps expanded, its parameters resolved (code defaults filled in,
+    validated) and each implementation's version, for cache keys: a chain's cell must re-run when one of its
+    steps changes, not only when the chain's own YAML does, and any cell when a default it relies on changes."""
     cfg = transform_config(name_or_cfg)
     if cfg["impl"] == "chain":
         return {**cfg, "steps": [resolved_transform(step) for step in cfg["params"].get("steps") or []]}
-    return {**cfg, "v": transform_class(cfg["impl"]).version}
+    cls = transform_class(cfg["impl"])
+    return {**cfg, "params": cls.resolve_params(cfg["params"], cfg["name"]), "v": cls.version}
+
+
+def make_transform(cfg: dict[str, Any]) -> Transform:
+    """The transform of a (non-chain) transform config, its parameters validated, named by the config."""
+    return transform_class(cfg["impl"])(cfg["params"], name=cfg["name"])
 
 
 class Zoo:
@@ -150,12 +159,11 @@ class Zoo:
         cid = f"{parent.id}/{tcfg['name']}"
         if cid in self._models:
             return self._models[cid]
-        cls = transform_class(tcfg["impl"])
-        transform = cls(tcfg["params"])
+        transform = make_transform(tcfg)
         seed = derive_seed(self.seed, parent.root_id, tcfg["name"])
-        key = stable_hash({"kind": "child", "parent": parent.key, "impl": tcfg["impl"], "v": cls.version,
-                           "params": tcfg["params"], "seed": seed, "data": self.data.id})
-        cheap = bool(getattr(transform, "cheap", False))
+        key = stable_hash({"kind": "child", "parent": parent.key, "impl": tcfg["impl"], "v": transform.version,
+                           "params": transform.params, "seed": seed, "data": self.data.id})
+        cheap = transform.cheap
 
         def build() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
             result = self._apply(transform, parent, seed)
@@ -200,7 +208,7 @@ class Zoo:
         """Sparsity of ``model`` and its relative weight change from ``base`` (for the transform-effects table)."""
         return weight_effects(model, self.load_module(base), same_arch=spec.arch == base.spec.arch)
 
-    def _apply(self, transform: Any, parent: ZooModel, seed: int) -> Any:
+    def _apply(self, transform: Transform, parent: ZooModel, seed: int) -> TransformResult:
         model = self.load_module(parent)
         transform.check(parent.spec, model)
         seed_everything(seed)
@@ -214,8 +222,7 @@ class Zoo:
         recipe = meta["recipe"]
         if tensors is None:  # a cheap child stored as its recipe: re-apply it to the parent
             parent = self._by_key(recipe["parent_key"])
-            tcfg = recipe["transform"]
-            transform = transform_class(tcfg["impl"])(tcfg["params"])
+            transform = make_transform(recipe["transform"])
             return self._apply(transform, parent, recipe["seed"]).model.to(self.device).eval()
         model = build_module(ModelSpec.from_dict(meta["spec"]))
         model.load_state_dict(tensors, strict=True)
