@@ -166,7 +166,8 @@ class Stage:
     config: str  # the primary config, conf/<config>.yaml
     list_keys: tuple[str, ...] = ()  # keys holding lists of names (e.g. methods)
     required: tuple[str, ...] = ()  # keys that may not be empty
-    unit: str = "steps"  # what `finished` counts, e.g. "models"
+    unit: str | None = None  # what `finished` counts, e.g. "models"; None: the stage does not count
+    resume: str = "re-run the same command to resume, what was written is reused"  # said on Ctrl-C
     total: int | None = None  # how many units the run has, when known
     finished: list[str] = field(default_factory=list)
 
@@ -245,12 +246,14 @@ class Stage:
     def interrupted_line(self, argv: list[str] | None = None) -> str:
         args = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
         command = f"python -m {self.module}{' ' + args if args else ''}"
-        if self.finished:
-            of = f" of {self.total}" if self.total is not None else ""
+        of = f" of {self.total}" if self.total is not None else ""
+        if self.unit is None:
+            what = "stopped before the end"
+        elif self.finished:
             what = f"{len(self.finished)}{of} {self.unit} finished (last: {self.finished[-1]})"
         else:
-            what = f"no {self.unit} finished"
-        return f"interrupted: {what}; re-run the same command to resume, what was written is reused: {command}"
+            what = f"none of the {self.total} {self.unit} finished" if self.total else f"no {self.unit} finished"
+        return f"interrupted: {what}; {self.resume}: {command}"
 
     @contextmanager
     def running(self, cfg: DictConfig | Mapping[str, Any]) -> Iterator[None]:
