@@ -18,15 +18,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fpbench.errors import require
+from fpbench.registry import Registry
 from fpbench.stage import CONF_PATH, Stage, check_int, check_number
 from fpbench.transfer import report, results
 from fpbench.transfer.evaluate import compare
-from fpbench.transfer.language import LanguageTrack
-from fpbench.transfer.track import Track
-from fpbench.transfer.vision import VisionTrack
 from fpbench.utils import configure_threads, resolve_device
 
-TRACKS: dict[str, type[Track]] = {"vision": VisionTrack, "language": LanguageTrack}
+# Imported on first use: the language track pulls in transformers, which a refused command must not wait for.
+TRACKS = Registry("track", base="fpbench.transfer.track:Track")
+TRACKS.register("vision", "fpbench.transfer.vision:VisionTrack")
+TRACKS.register("language", "fpbench.transfer.language:LanguageTrack")
 STAGE = Stage(module="fpbench.transfer", config="transfer_stage", unit="tracks")
 
 
@@ -44,7 +45,7 @@ def run(cfg: Mapping[str, Any], runs_dir: Path, track: str = "all", lam: float |
     edges: list[dict[str, Any]] = []
     for name in names:
         start, load0 = time.perf_counter(), os.getloadavg()[0]
-        t = TRACKS[name](cfg[name], runs_dir, resolve_device(device), seed, progress)
+        t = TRACKS.get(name)(cfg[name], runs_dir, resolve_device(device), seed, progress)
         outcome = compare(t, lam, lambdas, log=lambda msg: print(msg, flush=True))
         wall = time.perf_counter() - start
         for r in outcome.rows:
