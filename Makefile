@@ -48,7 +48,7 @@ paper: setup  ## everything behind the tables: the full grid, lineage, attacks a
 	$(MAKE) tables
 
 zoo: setup  ## build the zoo of the grid only (roots, calibration roots, children); DRY=1 lists it
-	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS) $(if $(DRY),--dry-run)
+	$(PY) -m fpbench.zoo zoo=$(ZOO) experiment=$(EXPERIMENT) runs_dir=$(RUNS) $(if $(DRY),dry_run=true)
 
 tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone (FORCE=1 redraws)
 	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO) $(if $(FORCE),force=true)
@@ -64,7 +64,7 @@ bench: setup  ## measure cold/warm grid time, build and verify times; writes BEN
 	$(PY) scripts/bench.py --zoo $(ZOO) $(if $(SECTIONS),--sections $(SECTIONS))
 
 transfer: setup  ## fingerprint transfer (vision + language tracks); TRACK=vision|language LAMBDA=1.0; feeds `make tables`
-	$(PY) -m fpbench.transfer runs_dir=$(RUNS) $(if $(TRACK),track=$(TRACK)) $(if $(LAMBDA),lambda=$(LAMBDA)) $(if $(TRANSFER_CONFIG),config=$(TRANSFER_CONFIG))
+	$(PY) -m fpbench.transfer runs_dir=$(RUNS) $(if $(TRACK),track=$(TRACK)) $(if $(LAMBDA),lambda=$(LAMBDA)) $(if $(TRANSFER_CONFIG),transfer=$(TRANSFER_CONFIG))
 	@echo "transfer tables: $(RUNS)/tables/transfer*.md; records: $(RUNS)/records/transfer/"
 
 lint: setup  ## ruff

@@ -17,6 +17,14 @@ def list_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def tagged_options(group: str, tag: str) -> list[str]:
+    """The options of ``group`` whose YAML lists ``tag`` under ``tags:`` (sorted by name).
+
+    Lists that used to be written in code (e.g. the attack study's transforms) are tags in config instead, so a
+    new option joins them by its own YAML alone."""
+    return [name for name in list_options(group) if tag in (load_option(group, name).get("tags") or [])]
+
+
 def check_option(group: str, name: str) -> None:
     valid = list_options(group)
     if name not in valid:

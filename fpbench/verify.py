@@ -136,15 +136,18 @@ def arch_override(arch: str | None, zoo_cfg: dict[str, Any]) -> Declared:
     return Declared(arch=cfg, notes=[f"architecture from arch={arch}"])
 
 
-def describe(path: Path, arch: str | None, req: Request, zoo_data: DataBundle | None) -> Declared:
-    """What is known of a model: the command line first, then its own files, then timm's and the zoo's defaults."""
-    cli = arch_override(arch, req.zoo_cfg).merged(Declared(size=req.size, mean=req.mean, std=req.std))
-    d = cli.merged(declared(path))
-    d = d.merged(timm_defaults(d.arch))
+def describe(path: Path, arch: str | None, req: Request, zoo_data: DataBundle | None,
+             fallback: Declared | None = None) -> Declared:
+    """What is known of a model, first source first: the command line, the model's own files, the zoo's input
+    (on the zoo's task), ``fallback`` (for a suspect: the owner's), then timm's ``pretrained_cfg``."""
+    d = arch_override(arch, req.zoo_cfg).merged(Declared(size=req.size, mean=req.mean, std=req.std))
+    d = d.merged(declared(path))
     if zoo_data is not None:  # the zoo's task: its models take the zoo's input
         d = d.merged(Declared(**{k: v for k, v in zoo_data.input_spec().items() if k in ("size", "mean", "std",
                                                                                            "channels")}))
-    return d
+    if fallback is not None:
+        d = d.merged(fallback)
+    return d.merged(timm_defaults(d.arch))
 
 
 def task_data(req: Request, owner: Declared) -> DataBundle:
@@ -171,8 +174,7 @@ def model_candidate(path: Path, spec: ModelSpec, allow_pickle: bool, prefix: str
 
 def _spec(path: Path, arch: str | None, req: Request, zoo_data: DataBundle | None, data: DataBundle,
           fallback: Declared) -> ModelSpec:
-    d = describe(path, arch, req, zoo_data).merged(fallback)
-    return build_spec(d, list(data.class_names), data.id)
+    return build_spec(describe(path, arch, req, zoo_data, fallback), list(data.class_names), data.id)
 
 
 # ---------------------------------------------------------------------------------------------- the verification

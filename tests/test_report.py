@@ -13,26 +13,28 @@ from fpbench.report.tables import cell_table, load, table1
 
 
 def _rec(method: str, transform: str, label: int, score: float, role: str = "pair", status: str = "ok",
-         error: str = "") -> Record:
-    return Record(zoo="syn", method=method, transform=transform, owner="o", suspect=f"s{score}", owner_arch="a",
+         error: str = "", zoo: str = "syn") -> Record:
+    return Record(zoo=zoo, method=method, transform=transform, owner="o", suspect=f"s{score}", owner_arch="a",
                   suspect_arch="a", label=label, score=score, threshold=0.5, decision=int(score >= 0.5),
                   fingerprint_seconds=1.0, verify_seconds=0.01, owner_accuracy=0.9, suspect_accuracy=0.9, seed=0,
                   config_hash="h", versions="{}", git_commit="x", role=role, status=status, error=error)
 
 
-def _write(runs: Path) -> None:
-    pairs = [_rec("m", "ft", 1, s) for s in (0.9, 0.8, 0.2)] + [_rec("m", "ft", 0, s) for s in (0.1, 0.3, 0.85)]
-    write_cell(cell_path(runs, "syn", "m", "ft"), to_frame(pairs))
-    cal = [_rec("m", "_calibration", 0, s, role="calibration") for s in (0.2, 0.4, 0.6)]
-    write_cell(cell_path(runs, "syn", "m", "_calibration"), to_frame(cal))
-    write_cell(cell_path(runs, "syn", "m", "boom"),
-               to_frame([_rec("m", "boom", -1, float("nan"), status="error", error="RuntimeError: boom\ntrace")]))
-    write_cell(cell_path(runs, "syn", "m", "lora"),
-               to_frame([_rec("m", "lora", -1, float("nan"), status="n/a", error="no Linear layer to adapt")]))
+def write_records(runs: Path, zoo: str = "syn") -> None:
+    """Synthetic records of one zoo: an ok cell, its calibration pairs, a failed cell and a not-applicable one."""
+    pairs = [_rec("m", "ft", 1, s, zoo=zoo) for s in (0.9, 0.8, 0.2)] + [_rec("m", "ft", 0, s, zoo=zoo)
+                                                                        for s in (0.1, 0.3, 0.85)]
+    write_cell(cell_path(runs, zoo, "m", "ft"), to_frame(pairs))
+    cal = [_rec("m", "_calibration", 0, s, role="calibration", zoo=zoo) for s in (0.2, 0.4, 0.6)]
+    write_cell(cell_path(runs, zoo, "m", "_calibration"), to_frame(cal))
+    write_cell(cell_path(runs, zoo, "m", "boom"), to_frame([_rec("m", "boom", -1, float("nan"), status="error",
+                                                               error="RuntimeError: boom\ntrace", zoo=zoo)]))
+    write_cell(cell_path(runs, zoo, "m", "lora"), to_frame([_rec("m", "lora", -1, float("nan"), status="n/a",
+                                                               error="no Linear layer to adapt", zoo=zoo)]))
 
 
 def test_hand_computed_cell_and_calibration(tmp_path: Path) -> None:
-    _write(tmp_path)
+    write_records(tmp_path)
     cells = cell_table(load(tmp_path, "syn")).set_index("transform")
     ft = cells.loc["ft"]
     assert ft["tpr"] == 2 / 3 and ft["fpr"] == 1 / 3 and math.isclose(ft["auc"], 6 / 9)
@@ -47,7 +49,7 @@ def test_hand_computed_cell_and_calibration(tmp_path: Path) -> None:
 
 
 def test_all_outputs_written(tmp_path: Path) -> None:
-    _write(tmp_path)
+    write_records(tmp_path)
     index = build_report(tmp_path, "syn")
     out = index.parent
     for name in ("table1", "table2", "table3", "cells", "runtime"):
@@ -60,7 +62,7 @@ def test_all_outputs_written(tmp_path: Path) -> None:
 
 
 def test_tables_are_kept_while_their_records_are_unchanged_and_redrawn_when_one_changes(tmp_path: Path) -> None:
-    _write(tmp_path)
+    write_records(tmp_path)
     index = build_report(tmp_path, "syn")
     first = index.stat().st_mtime_ns
     assert build_report(tmp_path, "syn").stat().st_mtime_ns == first  # nothing changed: not redrawn
@@ -76,7 +78,7 @@ def test_tables_are_kept_while_their_records_are_unchanged_and_redrawn_when_one_
 
 def test_attack_study_cells_stay_out_of_the_grid_tables(tmp_path: Path) -> None:
     """A removal-attack cell (made to break methods) has its own table; it must not drag Table II down."""
-    _write(tmp_path)
+    write_records(tmp_path)
     broken = [_rec("m", "cmf_remove100", 1, 0.0) for _ in range(3)] + [_rec("m", "cmf_remove100", 0, 0.0)]
     write_cell(cell_path(tmp_path, "syn", "m", "cmf_remove100"), to_frame(broken))
     index = build_report(tmp_path, "syn")

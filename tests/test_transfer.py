@@ -15,7 +15,7 @@ import torch
 from fpbench.api import ConfigError
 from fpbench.config import load_option
 from fpbench.transfer import attacks, report, results
-from fpbench.transfer.__main__ import TRACKS, parse, run
+from fpbench.transfer.__main__ import TRACKS, run
 from fpbench.transfer.evaluate import WAYS, fingerprint_base
 from fpbench.transfer.vector import FingerprintVector, StructureMismatch, state_tensors
 
@@ -24,15 +24,15 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def ci_transfer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A runs dir after `python -m fpbench.transfer config=ci` (both tracks, 3 downstream models each)."""
+    """A runs dir after `python -m fpbench.transfer transfer=ci` (both tracks, 3 downstream models each)."""
     runs = tmp_path_factory.mktemp("transfer_runs")
-    run({"runs_dir": str(runs), "config": "ci"})
+    run(load_option("transfer", "ci"), runs)
     return runs
 
 
 def _track(name: str, runs: Path):
     cfg = load_option("transfer", "ci")
-    return TRACKS[name](cfg[name], runs, CPU, 0, False)
+    return TRACKS.get(name)(cfg[name], runs, CPU, 0, False)
 
 
 @pytest.mark.parametrize("name", ["vision", "language"])
@@ -166,8 +166,9 @@ def test_attacks_prune_quantize_and_merge_what_they_claim(ci_transfer):
     assert torch.allclose(merged.state_dict()[key], expected)
 
 
-def test_cli_rejects_bad_options():
-    with pytest.raises(ConfigError, match="unknown option"):
-        parse(["runs_dir=x", "lamda=2"])
+def test_cli_rejects_bad_options(tmp_path):
     with pytest.raises(ConfigError, match="'track'"):
-        run({"track": "audio", "config": "ci"})
+        run(load_option("transfer", "ci"), tmp_path, track="audio")
+    with pytest.raises(ConfigError, match="'lambda'"):
+        run(load_option("transfer", "ci"), tmp_path, lam=-1.0)
+    assert not any(tmp_path.iterdir())  # refused before anything ran

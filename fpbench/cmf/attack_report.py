@@ -14,12 +14,29 @@ from pathlib import Path
 import pandas as pd
 
 from fpbench import metrics as M
+from fpbench.config import load_option, tagged_options
 
-# The attack study's cells (``python -m fpbench.cmf.attacks``). They are made to break methods and are reported
-# here; Tables I-III, the heatmap and the panels describe the transformation grid and leave them out.
-REMOVAL = ["identity", "cmf_remove1", "cmf_remove10", "cmf_remove100", "cmf_remove100r"]
-AMBIGUITY = ["partial_reinit25", "partial_reinit50", "partial_reinit75", "partial_reinit100"]
-ATTACK_STUDY_TRANSFORMS = frozenset(REMOVAL + AMBIGUITY)
+
+def removal_transforms() -> list[str]:
+    """The removal study's transforms (``tags: [attack_study, removal]``), weakest first: the table's columns
+    read from no attack (identity) to the strongest noise, a recovery fine-tune after the same noise last."""
+    def strength(name: str) -> tuple[float, float]:
+        params = load_option("transform", name).get("params") or {}
+        return float(params.get("noise", 0)), float(params.get("recover_steps", 0))
+
+    return sorted(tagged_options("transform", "removal"), key=strength)
+
+
+def ambiguity_transforms() -> list[str]:
+    """The ambiguity study's transforms (``tags: [attack_study, ambiguity]``), by fraction of layers changed."""
+    return sorted(tagged_options("transform", "ambiguity"),
+                  key=lambda name: float(load_option("transform", name)["params"]["fraction"]))
+
+
+# The attack study's cells (``python -m fpbench.cmf.attacks``; every transform tagged ``attack_study``). They are
+# made to break methods and are reported here; Tables I-III, the heatmap and the panels leave them out.
+REMOVAL = removal_transforms()
+AMBIGUITY = ambiguity_transforms()
 
 
 def _load(runs_dir: Path, zoo: str, part: str) -> pd.DataFrame | None:

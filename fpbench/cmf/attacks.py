@@ -1,17 +1,19 @@
 """The seed paper's attack scenarios (sec. IV-C, promised and not reported), run against every method that
-applies: ``python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]``.
+applies: ``python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]``
+(a Hydra app, ``conf/attacks_stage.yaml``, which holds the default methods).
 
-- removal: cells of each method under the adaptive removal attack (``cmf_remove*``: noise on every singular
-  value, 1/10/100 x alpha, and 100 x alpha with a recovery fine-tune). Per positive pair: verified or not, and
-  the task-accuracy cost (owner accuracy - attacked child accuracy).
+- removal: cells of each method under the adaptive removal attack (the transforms tagged ``removal``:
+  ``cmf_remove*``, noise on every singular value, 1/10/100 x alpha, and 100 x alpha with a recovery fine-tune;
+  ``identity`` as the unattacked reference). Per positive pair: verified or not, and the task-accuracy cost
+  (owner accuracy - attacked child accuracy).
 - forgery: false ownership claims. (a) an adversary's independent model (for the embedded mode: protected
   with the adversary's own secret) claims the owner's model; (b) an adversary steals the owner's model, makes
   a copy of their own (a fine-tune; for the embedded mode: embeds their own signature into it) and claims the
   *owner's* model derives from that copy; (c) embedded mode only, an adversary who knows the mechanism builds a
   fake "original" W_fake = U (Σ' - α s_adv) Vᵀ from the owner's published model and claims it, then both
   sides test the other's original (the dispute a court would run).
-- ambiguity: cells under partial transformations (``partial_reinit*``: a fraction of the layers replaced
-  and retrained) -- verification as a function of the fraction changed.
+- ambiguity: cells under partial transformations (tagged ``ambiguity``, ``partial_reinit*``: a fraction of the
+  layers replaced and retrained) -- verification as a function of the fraction changed.
 
 Cells go through the ordinary runner (records under ``records/<zoo>/<method>/<transform>.parquet``, cached);
 the per-scenario rows are written to ``records/<zoo>/_attacks/{removal,forgery,ambiguity}.parquet``, which the
@@ -22,28 +24,32 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import hydra
 import pandas as pd
 import torch
+from omegaconf import DictConfig
 
 from fpbench.api import Method
 from fpbench.cmf.attack_report import AMBIGUITY, REMOVAL
-from fpbench.config import load_option
+from fpbench.config import check_option, load_option
+from fpbench.errors import ConfigError
 from fpbench.evaluate import Candidate, Evaluator, Provenance
 from fpbench.records import write_cell
 from fpbench.run import CellRunner, CellSpec, candidate, run_cell
 from fpbench.spectral import rademacher, shift_singular_values, top_singular_values
+from fpbench.stage import CONF_PATH, Stage, as_list
 from fpbench.utils import configure_threads
 from fpbench.zoo.build import ZooModel, transform_config
 
 log = logging.getLogger("fpbench.attacks")
-METHODS = ["cmf", "cmf_embedded", "cmf_embedded_median", "cmf_embedded_strong", "sac", "modeldiff", "cka", "weightcos"]
 ADVERSARY_SECRET = 666  # the forger's own secret (any value other than the owner's)
-USAGE = "usage: python -m fpbench.cmf.attacks [zoo=tiny] [runs_dir=runs] [methods=a,b] [parts=removal,forgery,ambiguity]"
+PARTS = ("removal", "forgery", "ambiguity")
+STAGE = Stage(module="fpbench.cmf.attacks", config="attacks_stage", list_keys=("methods", "parts"),
+              required=("methods", "parts"), unit="parts")
 
 
 def attacks_dir(runs_dir: Path | str, zoo: str) -> Path:
@@ -189,35 +195,32 @@ class AttackRunner:
         return written
 
 
-def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    opts = {"zoo": "tiny", "runs_dir": "runs", "methods": ",".join(METHODS), "parts": "removal,forgery,ambiguity",
-            "device": "auto"}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in opts:
-            print(f"error: unknown argument '{arg}'\n{USAGE}", file=sys.stderr)
-            return 2
-        opts[key] = value
-    parts = opts["parts"].split(",")
-    bad = [p for p in parts if p not in ("removal", "forgery", "ambiguity")]
-    if bad:
-        print(f"error: unknown part(s) {bad}; valid: removal, forgery, ambiguity", file=sys.stderr)
-        return 2
-    configure_threads()
-    runner = AttackRunner(opts["zoo"], Path(opts["runs_dir"]), opts["methods"].split(","), device=opts["device"])
-    for part, path in runner.run(parts).items():
-        print(f"{part}: {path}")
+@hydra.main(config_path=CONF_PATH, config_name=STAGE.config, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with STAGE.running(cfg):
+        methods, parts = as_list(cfg.methods, "methods"), as_list(cfg.parts, "parts")
+        bad = [p for p in parts if p not in PARTS]
+        if bad:
+            raise ConfigError(f"invalid option 'parts': unknown part(s) {', '.join(bad)}; valid: {', '.join(PARTS)}")
+        for m in methods:
+            check_option("method", m)
+        STAGE.total = len(parts)
+        configure_threads()
+        zoo = str(cfg.zoo.name)
+        runner = AttackRunner(zoo, Path(cfg.runs_dir), methods, device=str(cfg.device), seed=int(cfg.seed))
+        for part in parts:
+            for name, path in runner.run([part]).items():
+                print(f"{name}: {path}", flush=True)
+            STAGE.done(part)
     from fpbench.cmf.attack_report import attacks_table
 
-    table = attacks_table(Path(opts["runs_dir"]), opts["zoo"], None)
+    table = attacks_table(Path(cfg.runs_dir), zoo, None)
     if table is not None:
         print(table.to_string(index=False))
-    return 0
 
 
-def cli() -> None:
-    sys.exit(main(sys.argv[1:]))
+def cli(argv: list[str] | None = None) -> None:
+    STAGE.launch(main, argv)
 
 
 if __name__ == "__main__":

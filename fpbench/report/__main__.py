@@ -1,4 +1,5 @@
-"""``python -m fpbench.report [runs_dir=runs] [zoo=tiny] [target_fpr=0.01] [force=false]``: every table and figure.
+"""``python -m fpbench.report [runs_dir=runs] [zoo=tiny] [target_fpr=0.01] [force=false]``: every table and figure
+(a Hydra app, ``conf/report_stage.yaml``; ``-m zoo=ci,tiny`` draws the report of each).
 
 Writes ``<runs_dir>/tables/``: table1/2/3 and the extended tables as .md, .csv and .tex, heatmap.png,
 panels.png and index.html. Reads only the records under ``<runs_dir>/records/``. When neither the records, nor
@@ -16,13 +17,20 @@ import logging
 import sys
 from pathlib import Path
 
+import hydra
 import pandas as pd
+from omegaconf import DictConfig
 
+from fpbench.errors import FpbenchError
 from fpbench.records import load_records
 from fpbench.report import figures, html, tables
 from fpbench.report.extra import SECTIONS
+from fpbench.stage import CONF_PATH, Stage
 
 log = logging.getLogger("fpbench.report")
+STAGE = Stage(module="fpbench.report", config="report_stage",
+              resume="the records are untouched and the tables count as drawn only once all are written; "
+                     "re-run the same command to draw them")
 
 
 def write_table(df: pd.DataFrame, out_dir: Path, name: str) -> None:
@@ -108,7 +116,8 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01, force: bool
     for row in issues.itertuples():
         print(f"warning: records/{row.file}: {row.problem}; fix: {row.fix}", file=sys.stderr)
     if df.empty and issues.empty:
-        raise SystemExit(f"error: no records under {runs_dir}/records/{zoo}; run cells first (make run)")
+        raise FpbenchError(f"no records under {runs_dir}/records/{zoo}; run cells first (make run, or "
+                           f"python -m fpbench.run zoo={zoo} runs_dir={runs_dir} ...)")
     written: list[str] = []
     sections: list[tuple[str, pd.DataFrame | None, list[str]]] = []
     if len(issues):
@@ -158,17 +167,15 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01, force: bool
     return page
 
 
-def cli() -> None:
-    args = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a)
-    unknown = set(args) - {"runs_dir", "zoo", "target_fpr", "force"}
-    if unknown:
-        print(f"error: unknown option(s) {', '.join(sorted(unknown))}; valid: runs_dir, zoo, target_fpr, force",
-              file=sys.stderr)
-        sys.exit(2)
-    runs_dir = Path(args.get("runs_dir", "runs"))
-    index = build_report(runs_dir, args.get("zoo", "tiny"), float(args.get("target_fpr", 0.01)),
-                         force=args.get("force", "false").lower() == "true")
-    print(f"tables and figures written to {index.parent}/ (open {index})")
+@hydra.main(config_path=CONF_PATH, config_name=STAGE.config, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with STAGE.running(cfg):
+        index = build_report(Path(cfg.runs_dir), str(cfg.zoo.name), float(cfg.target_fpr), force=bool(cfg.force))
+        print(f"tables and figures written to {index.parent}/ (open {index})")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    STAGE.launch(main, argv)
 
 
 if __name__ == "__main__":

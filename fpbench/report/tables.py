@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from fpbench import metrics as M
-from fpbench.cmf.attack_report import ATTACK_STUDY_TRANSFORMS
+from fpbench.config import tagged_options
 from fpbench.records import LoadedRecords, Record, cell_of, load_all, rerun_command, to_frame
 
 PAPER = yaml.safe_load((Path(__file__).with_name("paper_values.yaml")).read_text())
@@ -279,4 +279,4 @@ def mark_failed_runs(cells: pd.DataFrame, loaded: LoadedRecords) -> pd.DataFrame
 def grid_records(df: pd.DataFrame) -> pd.DataFrame:
     """The records of the transformation grid: the attack study's cells (removal strengths, partial
     re-initialisation, the unmodified ``identity`` control) have their own table and would skew the grid's."""
-    return df[~df["transform"].isin(ATTACK_STUDY_TRANSFORMS)].reset_index(drop=True)
+    return df[~df["transform"].isin(tagged_options("transform", "attack_study"))].reset_index(drop=True)

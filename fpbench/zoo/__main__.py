@@ -1,30 +1,34 @@
-"""Build (or list) a zoo before any method runs: ``python -m fpbench.zoo``.
+"""Build (or list) a zoo before any method runs: ``python -m fpbench.zoo`` (a Hydra app, ``conf/zoo_stage.yaml``).
 
     python -m fpbench.zoo zoo=tiny                          # roots, calibration roots, children of the grid
-    python -m fpbench.zoo zoo=leafbench --dry-run           # list models and pairs; builds and loads nothing
+    python -m fpbench.zoo zoo=leafbench dry_run=true        # list models and pairs; builds and loads nothing
     python -m fpbench.zoo zoo=ci transforms=finetune,chain runs_dir=runs
+    python -m fpbench.zoo -m zoo=ci transforms=finetune,prune30   # a multirun: one job per transform
 
-The transforms default to those of ``experiment=grid`` (``experiment=NAME`` picks another sweep).
-``make run`` calls this stage first so that the method sweep — possibly many parallel workers —
-only reads the zoo and never builds the same child twice.
+The transforms default to the zoo's own ``transforms`` list when it has one, else to those of ``experiment=grid``
+(``experiment=NAME`` picks another sweep; given explicitly, it wins over the zoo's list). A bar shows the models
+done of total, the one being built and the time left. ``make run`` calls this stage first so that the method
+sweep -- possibly many parallel workers -- only reads the zoo and never builds the same child twice.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpbench.api import FpbenchError, NotApplicable
-from fpbench.config import load_option
-from fpbench.registry import UnknownName
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from fpbench.config import check_option, load_option
+from fpbench.errors import ConfigError, NotApplicable
+from fpbench.stage import CONF_PATH, Stage, as_list
 
 log = logging.getLogger("fpbench.zoo")
-USAGE = ("usage: python -m fpbench.zoo [zoo=NAME] [experiment=NAME | transforms=a,b,...] [runs_dir=DIR] "
-         "[device=auto] [seed=0] [--dry-run]")
+STAGE = Stage(module="fpbench.zoo", config="zoo_stage", list_keys=("transforms",), unit="models")
 
 
 @dataclass
@@ -35,10 +39,16 @@ class ZooPlan:
     roots: list[str]
     calibration: list[str]
     transforms: list[str]
+    zoo_cfg: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def children(self) -> list[str]:
         return [f"{r}/{t}" for t in self.transforms for r in self.roots]
+
+    @property
+    def models(self) -> list[str]:
+        """Every model of the plan in build order: roots, calibration roots, then each transform's children."""
+        return [*self.roots, *self.calibration, *self.children]
 
     @property
     def positives(self) -> int:  # each child against its own root
@@ -62,102 +72,115 @@ class ZooPlan:
         return "\n".join(lines)
 
 
-def root_ids(zoo_cfg: dict[str, Any], group: str) -> list[str]:
+def root_ids(zoo_cfg: Mapping[str, Any], group: str) -> list[str]:
     return [f"{entry['arch']}-s{int(s)}" for entry in zoo_cfg.get(group, []) for s in entry["seeds"]]
 
 
-def experiment_transforms(experiment: str) -> list[str]:
-    """The transform list of an experiment's sweep (``hydra.sweeper.params.transform``)."""
-    cfg = load_option("experiment", experiment)
-    params = cfg.get("hydra", {}).get("sweeper", {}).get("params", {})
-    value = params.get("transform")
+def experiment_transforms(experiment: Mapping[str, Any], name: str) -> list[str]:
+    """The transform list of an experiment's sweep (its ``hydra.sweeper.params.transform``)."""
+    value = (((experiment.get("hydra") or {}).get("sweeper") or {}).get("params") or {}).get("transform")
     if not value:
-        raise FpbenchError(f"experiment '{experiment}' sweeps no transforms; pass transforms=a,b,...")
+        raise ConfigError(f"experiment '{name}' sweeps no transforms; pass transforms=[a,b,...] or another "
+                          "experiment (e.g. experiment=grid)")
     return [t.strip() for t in str(value).split(",") if t.strip()]
 
 
-def default_transforms(args: dict[str, Any]) -> list[str]:
-    """``transforms=`` when given, else the zoo's own ``transforms`` list, else the experiment's sweep."""
-    if args["transforms"]:
-        return str(args["transforms"]).split(",")
-    own = load_option("zoo", args["zoo"]).get("transforms")
-    if own and not args["experiment_given"]:
-        return list(own)
-    return experiment_transforms(args["experiment"])
+def stage_transforms(transforms: Any, zoo_cfg: Mapping[str, Any], experiment: Mapping[str, Any],
+                     experiment_name: str, experiment_given: bool) -> list[str]:
+    """``transforms=`` when given, else the zoo's own ``transforms`` list (unless ``experiment=`` was given),
+    else the experiment's sweep."""
+    if transforms is not None:
+        return as_list(transforms, "transforms")
+    own = zoo_cfg.get("transforms")
+    if own and not experiment_given:
+        return [str(t) for t in own]
+    return experiment_transforms(experiment, experiment_name)
 
 
-def plan(zoo: str, transforms: list[str]) -> ZooPlan:
-    zoo_cfg = load_option("zoo", zoo)
+def plan(zoo: str | Mapping[str, Any], transforms: list[str]) -> ZooPlan:
+    """The plan of a zoo (a config name, or a composed zoo config) for these transforms."""
+    zoo_cfg = load_option("zoo", zoo) if isinstance(zoo, str) else dict(zoo)
     for t in transforms:
-        load_option("transform", t)  # an unknown transform fails here, listing the valid ones
-    return ZooPlan(zoo=zoo, roots=root_ids(zoo_cfg, "roots"), calibration=root_ids(zoo_cfg, "calibration"),
-                   transforms=transforms)
+        check_option("transform", t)  # an unknown transform fails here, listing the valid ones
+    return ZooPlan(zoo=str(zoo_cfg["name"]), roots=root_ids(zoo_cfg, "roots"),
+                   calibration=root_ids(zoo_cfg, "calibration"), transforms=list(transforms), zoo_cfg=zoo_cfg)
 
 
-def build(zoo_plan: ZooPlan, runs_dir: Path, device: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """Materialise every model of the plan; a transform that cannot apply to a root is reported, not fatal."""
+def build(zoo_plan: ZooPlan, runs_dir: Path, device: str = "auto", seed: int = 0, progress: bool = False,
+          on_done: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Materialise every model of the plan, one bar step per model (``progress``); a transform that cannot
+    apply to a root is reported, not fatal. ``on_done(model_id)`` is called after each model."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from fpbench.utils import configure_threads, resolve_device
     from fpbench.zoo.build import Zoo
 
     configure_threads()
-    zoo = Zoo(load_option("zoo", zoo_plan.zoo), runs_dir, resolve_device(device), seed=seed, progress=False)
-    t0 = time.perf_counter()
-    roots = zoo.roots()
-    zoo.calibration_roots()
-    seconds: dict[str, float] = {"roots": time.perf_counter() - t0}
+    zoo = Zoo(zoo_plan.zoo_cfg or load_option("zoo", zoo_plan.zoo), runs_dir, resolve_device(device), seed=seed,
+              progress=False)
+    seconds: dict[str, float] = {}
     not_applicable: dict[str, str] = {}
-    for t in zoo_plan.transforms:
-        t1 = time.perf_counter()
-        for root in roots:
-            try:
-                zoo.child(root, t)
-            except NotApplicable as exc:
-                not_applicable[f"{root.id}/{t}"] = exc.reason
-        seconds[t] = time.perf_counter() - t1
-        log.info("transform %s: %.1f s", t, seconds[t])
+    bar = tqdm(total=len(zoo_plan.models), desc=f"zoo {zoo_plan.zoo}", unit="model", disable=not progress,
+               dynamic_ncols=True)
+
+    def step(model_id: str, make: Callable[[], Any]) -> Any:
+        bar.set_postfix_str(model_id, refresh=True)
+        try:
+            model = make()
+        except NotApplicable as exc:
+            not_applicable[model_id] = exc.reason
+            model = None
+        bar.update()  # only once it is stored (or known not to apply): Ctrl-C must not count a half-built model
+        if on_done is not None:
+            on_done(model_id)
+        return model
+
+    with bar, logging_redirect_tqdm():
+        t0 = time.perf_counter()
+        roots = [step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s)) for a, s in zoo.root_entries("roots")]
+        for a, s in zoo.root_entries("calibration"):
+            step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s))
+        seconds["roots"] = time.perf_counter() - t0
+        for t in zoo_plan.transforms:
+            t1 = time.perf_counter()
+            for root in roots:
+                step(f"{root.id}/{t}", lambda root=root, t=t: zoo.child(root, t))
+            seconds[t] = time.perf_counter() - t1
+            log.info("transform %s: %.1f s", t, seconds[t])
     return {"built": len(zoo.built), "seconds": seconds, "not_applicable": not_applicable,
             "rebuilt_corrupt": list(zoo.rebuilt_corrupt)}
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    args: dict[str, Any] = {"zoo": "tiny", "experiment": "grid", "transforms": None, "runs_dir": "runs",
-                            "device": "auto", "seed": 0, "dry_run": False,
-                            "experiment_given": False}
-    for arg in argv:
-        if arg in ("--dry-run", "dry_run=true"):
-            args["dry_run"] = True
-            continue
-        if arg in ("-h", "--help"):
-            print(USAGE)
-            sys.exit(0)
-        key, sep, value = arg.partition("=")
-        if not sep or key not in args or key == "experiment_given":
-            raise FpbenchError(f"unknown argument '{arg}'. {USAGE}")
-        args[key] = value
-        args["experiment_given"] = args["experiment_given"] or key == "experiment"
-    args["seed"] = int(args["seed"])
-    return args
+@hydra.main(config_path=CONF_PATH, config_name=STAGE.config, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    with STAGE.running(cfg):
+        hc = HydraConfig.get()
+        experiment_name = str(hc.runtime.choices.get("experiment"))
+        given = any(o.partition("=")[0].lstrip("+").split("@")[0] == "experiment" for o in hc.overrides.task)
+        zoo_cfg = OmegaConf.to_container(cfg.zoo, resolve=True)
+        experiment = OmegaConf.to_container(cfg.experiment, resolve=True)
+        assert isinstance(zoo_cfg, dict) and isinstance(experiment, dict)
+        transforms = stage_transforms(cfg.transforms, zoo_cfg, experiment, experiment_name, given)
+        zoo_plan = plan(zoo_cfg, transforms)
+        print(zoo_plan.describe(), flush=True)
+        if cfg.dry_run:
+            print("dry run: nothing was built", flush=True)
+            return
+        STAGE.total = len(zoo_plan.models)
+        result = build(zoo_plan, Path(cfg.runs_dir), str(cfg.device), int(cfg.seed), progress=bool(cfg.progress),
+                       on_done=STAGE.done)
+        for child, reason in sorted(result["not_applicable"].items()):
+            print(f"  n/a {child}: {reason}")
+        total = sum(result["seconds"].values())
+        print(f"zoo {zoo_plan.zoo} ready under {cfg.runs_dir}/cache/zoo: {result['built']} artefacts built "
+              f"in {total:.0f} s ({len(result['not_applicable'])} not applicable)", flush=True)
 
 
 def cli(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-        transforms = default_transforms(args)
-        zoo_plan = plan(args["zoo"], [t.strip() for t in transforms if t.strip()])
-    except (FpbenchError, UnknownName) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(zoo_plan.describe(), flush=True)
-    if args["dry_run"]:
-        print("dry run: nothing was built", flush=True)
-        return
-    result = build(zoo_plan, Path(args["runs_dir"]), args["device"], args["seed"])
-    for child, reason in sorted(result["not_applicable"].items()):
-        print(f"  n/a {child}: {reason}")
-    total = sum(result["seconds"].values())
-    print(f"zoo {zoo_plan.zoo} ready under {args['runs_dir']}/cache/zoo: {result['built']} artefacts built "
-          f"in {total:.0f} s ({len(result['not_applicable'])} not applicable)", flush=True)
+    STAGE.launch(main, argv)
 
 
 if __name__ == "__main__":
