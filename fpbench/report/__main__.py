@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from fpbench.errors import FpbenchError
 from fpbench.records import load_records
 from fpbench.report import figures, html, tables
-from fpbench.report.extra import SECTIONS
+from fpbench.report.extra import sections as extra_sections
 from fpbench.stage import CONF_PATH, Stage
 
 log = logging.getLogger("fpbench.report")
@@ -151,7 +151,7 @@ def build_report(runs_dir: Path, zoo: str, target_fpr: float = 0.01, force: bool
                     if attempt(f, lambda draw=draw, f=f: draw(cells, out / f)) is not None]
             written += figs
             sections.append(("Figures", None, figs))
-    for section in SECTIONS:
+    for section in extra_sections():
         try:
             frame = section.run(runs_dir, zoo, out)
         except Exception as exc:  # one broken section must not hide the rest of the report
