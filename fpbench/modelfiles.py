@@ -43,6 +43,14 @@ class Declared:
     spec: ModelSpec | None = None  # a complete fpbench spec (then nothing else is needed)
     notes: list[str] = field(default_factory=list)
 
+    def unpacked(self) -> Declared:
+        """A complete spec as separate fields, so that some of them can be overridden."""
+        if self.spec is None:
+            return self
+        i = self.spec.input
+        return Declared(arch=self.spec.arch, num_classes=self.spec.num_classes, size=i.get("size"),
+                        channels=i.get("channels"), mean=i.get("mean"), std=i.get("std"), notes=self.notes)
+
     def merged(self, other: Declared) -> Declared:
         """``self`` with what it leaves unsaid taken from ``other``."""
         return Declared(**{k: getattr(self, k) if getattr(self, k) is not None else getattr(other, k)

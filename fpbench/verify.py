@@ -141,7 +141,10 @@ def describe(path: Path, arch: str | None, req: Request, zoo_data: DataBundle | 
     """What is known of a model, first source first: the command line, the model's own files, the zoo's input
     (on the zoo's task), ``fallback`` (for a suspect: the owner's), then timm's ``pretrained_cfg``."""
     d = arch_override(arch, req.zoo_cfg).merged(Declared(size=req.size, mean=req.mean, std=req.std))
-    d = d.merged(declared(path))
+    own = declared(path)
+    if own.spec is not None and (arch is not None or req.size or req.mean or req.std):
+        own = own.unpacked()  # the command line overrides part of a complete spec: keep the rest of it
+    d = d.merged(own)
     if zoo_data is not None:  # the zoo's task: its models take the zoo's input
         d = d.merged(Declared(**{k: v for k, v in zoo_data.input_spec().items() if k in ("size", "mean", "std",
                                                                                            "channels")}))
@@ -350,7 +353,7 @@ def _floats(value: Any, key: str) -> list[float] | None:
 
 def request_from(c: dict[str, Any]) -> Request:
     """A :class:`Request` from the resolved ``conf/verify.yaml``, every value checked."""
-    _required(c, "owner", "suspect", "method")
+    _required(c, "owner", "suspect", "methods")
     fpr = c["target_fpr"]
     if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < float(fpr) < 1:
         raise ConfigError(f"target_fpr={fpr}: must be a number in (0, 1), e.g. target_fpr=0.01")
@@ -363,7 +366,7 @@ def request_from(c: dict[str, Any]) -> Request:
     suspect = Path(str(c["suspect"]))
     return Request(
         owner=Path(str(c["owner"])), suspects=find_models(suspect), zoo_cfg=c["zoo"],
-        methods=[load_option("method", m) for m in _names(c["method"])], data=c.get("data"), labels=c.get("labels"),
+        methods=[load_option("method", m) for m in _names(c["methods"])], data=c.get("data"), labels=c.get("labels"),
         root=c.get("root"), size=c.get("size"), mean=_floats(c.get("mean"), "mean"), std=_floats(c.get("std"), "std"),
         arch=c.get("arch"), suspect_arch=c.get("suspect_arch"),
         negatives=Path(str(c["negatives"])) if c.get("negatives") else None, calibrate=int(c["calibrate"]),
@@ -415,13 +418,13 @@ def _export_body(c: dict[str, Any]) -> None:
 
 
 def _listify(argv: list[str]) -> list[str]:
-    """``method=a,b,c`` (several methods in one process) as Hydra's list syntax, so Hydra does not read it as a
-    sweep; values already in brackets or quotes are left as they are."""
+    """``method=a,b,c`` (several methods in one process) as the config's ``methods`` list: ``method`` is also a
+    config group, which Hydra would otherwise try to select, and a comma list would read as a sweep."""
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in ("method", "mean", "std") and "," in value and value[:1] not in "[\"'":
-            arg = f"{key}=[{value}]"
+        if sep and key in ("method", "methods", "mean", "std") and value[:1] not in "[\"'":
+            arg = f"{'methods' if key == 'method' else key}=[{value}]"
         out.append(arg)
     return out
 
