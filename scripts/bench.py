@@ -12,6 +12,8 @@ page is rewritten from all stored measurements; a section of the page measured b
            (next to the paper's 0.014 s per pair for CMF and 12.79 s for IPGuard's fingerprint).
   scaling  how cost grows: a method added to a built zoo builds nothing (cost = builds + methods x pairs).
   transfer `make transfer` cold (both tracks) and the per-way means of its table.
+  verify   one owner against a folder of 20 suspects with three methods in one `fpbench.verify` process, beside
+           twenty separate calls (one suspect each): seconds per pair (on the ci zoo's models, exported).
 The load average before and after each section is recorded: numbers measured on a busy machine say so.
 """
 
@@ -182,8 +184,37 @@ def bench_transfer(zoo: str, runs: Path) -> dict[str, Any]:
     return {"seconds": seconds, "table": table[cols].to_dict(orient="records")}
 
 
+VERIFY_METHODS = "cmf,sac,weightcos"
+VERIFY_TRANSFORMS = ["finetune", "prune30", "quant8", "permute"]
+
+
+def bench_verify(zoo: str, runs: Path) -> dict[str, Any]:
+    """``verify`` on 20 suspect files (the ci zoo's 4 roots and 16 children, exported) with three methods: one
+    process for the whole folder vs one process per suspect; both after a first call that fills the caches."""
+    shutil.rmtree(runs, ignore_errors=True)
+    models, suspects = runs / "models", runs / "models" / "suspects"
+    suspects.mkdir(parents=True)
+    ids = ["resnet-s0", "resnet-s1", "effnet-s0", "effnet-s1"]
+    ids += [f"{r}/{t}" for r in ids for t in VERIFY_TRANSFORMS]
+    for mid in ids:
+        timed([PY, "-m", "fpbench.verify", "export", "zoo=ci", f"model={mid}", f"runs_dir={runs}",
+               f"out={suspects / (mid.replace('/', '_') + '.safetensors')}"])
+    timed([PY, "-m", "fpbench.verify", "export", "zoo=ci", "model=resnet-s0", f"runs_dir={runs}",
+           f"out={models / 'owner.safetensors'}"])
+    base = [PY, "-m", "fpbench.verify", f"method={VERIFY_METHODS}", f"owner={models / 'owner.safetensors'}",
+            "zoo=ci", f"runs_dir={runs}", "progress=false"]
+    files = sorted(suspects.glob("*.safetensors"))
+    timed([*base, f"suspect={suspects}"])  # fingerprints and the zoo's data cached, as for a user's second call
+    one = timed([*base, f"suspect={suspects}"])
+    separate = sum(timed([*base, f"suspect={f}"]) for f in files)
+    pairs = len(files) * len(VERIFY_METHODS.split(","))
+    return {"suspects": len(files), "methods": VERIFY_METHODS, "pairs": pairs, "one_process_seconds": one,
+            "separate_calls_seconds": separate, "one_process_per_pair": one / pairs,
+            "separate_calls_per_pair": separate / pairs}
+
+
 SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling,
-            "transfer": bench_transfer}
+            "transfer": bench_transfer, "verify": bench_verify}
 
 
 def load_line(entry: dict[str, Any]) -> str:
@@ -266,6 +297,12 @@ def render(results: dict[str, Any], earlier: str = "") -> str:
                       f"{t['fsr_finetune']:.2f} / {t['fsr_prune']:.2f} / {t['fsr_quantize']:.2f} / {t['fsr_merge']:.2f}"
                       f" | {t['cost_seconds']:.1f} |" for t in r["table"]]
             lines += ["", "Quality: accuracy (vision) or perplexity (language) minus the downstream model's own.", ""]
+        elif name == "verify":
+            lines += [f"`fpbench.verify` with {r['methods']} on one owner and a folder of {r['suspects']} suspects "
+                      f"({r['pairs']} pairs, ci zoo models exported as files): one process **{r['one_process_seconds']:.1f}"
+                      f" s ({r['one_process_per_pair']:.2f} s per pair)**; twenty separate calls, one suspect each, "
+                      f"{r['separate_calls_seconds']:.1f} s ({r['separate_calls_per_pair']:.2f} s per pair). Both after "
+                      "one call that filled the fingerprint cache.", ""]
         elif name == "scaling":
             lines += [f"Adding method `{r['extra_method']}` to the built grid took {r['seconds']:.1f} s and built "
                       f"{r['builds_for_extra_method']} artefacts ({r['artefacts_before']} -> {r['artefacts_after']}):"
