@@ -131,15 +131,15 @@ class CellRunner:
                 self.calibration(self.method(s.method_cfg), s.method_cfg)
             return read_cell(path), True  # type: ignore[return-value]
         try:
-            df = self._score_cell()
+            df = self.score_cell()
         except Exception as exc:  # the sweep goes on: the failure is a record the tables show
             log.error("cell %s x %s failed: %s", s.method_cfg["name"], s.transform_cfg["name"], exc)
             df = to_frame([self._status_record("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")])
         write_cell(path, df, keep_good=True)  # a failed re-run never replaces good records
-        self._write_models()
+        self.write_models()
         return df, False
 
-    def _score_cell(self) -> pd.DataFrame:
+    def score_cell(self) -> pd.DataFrame:
         s = self.spec
         method = self.method(s.method_cfg)
         self.calibration(method, s.method_cfg, force=s.force)
@@ -161,7 +161,7 @@ class CellRunner:
         threshold = float((s.method_cfg.get("params") or {}).get("threshold", float("nan")))
         return base_record(prov, threshold, status=status, error=message)
 
-    def _write_models(self) -> None:
+    def write_models(self) -> None:
         """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table:
         merged under a file lock, so parallel workers lose no row."""
         rows = {}
@@ -201,6 +201,7 @@ def summary_line(method: str, transform: str, zoo: str, s: dict[str, Any], cache
             f"TPR@1%FPR {s['tpr_at_1fpr']:.2f} | at t={s['threshold']:.2f}: acc {s['accuracy']:.2f} "
             f"TPR {s['tpr']:.2f} FPR {s['fpr']:.2f}{cal} | mean score {s['mean_score']:.3f} "
             f"(+{s['mean_score_pos']:.3f}/-{s['mean_score_neg']:.3f}), verify {s['verify_seconds']:.4f} s/pair"
+            + (f" | {s['invalid']} INVALID (non-finite) scores" if s.get("invalid") else "")
             + (" [cached]" if cached else ""))
 
 

@@ -34,9 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
 import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from fpbench import thresholds
 from fpbench.api import ModelSpec
@@ -47,11 +49,10 @@ from fpbench.evaluate import Candidate, Evaluator, Provenance, make_method
 from fpbench.modelfiles import Declared, build_spec, declared, find_models, load_module, timm_defaults, weights_file
 from fpbench.nulls import CalibrationRecipe, trained_independents
 from fpbench.records import Record
+from fpbench.stage import CONF_PATH, Stage
 from fpbench.userdata import user_bundle
 from fpbench.utils import configure_threads, file_sha256, resolve_device
 from fpbench.zoo.store import ArtefactStore
-
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @dataclass
@@ -306,36 +307,6 @@ def export(zoo: str, model_id: str, out: Path, runs_dir: Path = Path("runs")) ->
     return out
 
 
-def _hydra(config_name: str, argv: list[str], body: Any) -> None:
-    """Run ``body(cfg)`` as the Hydra app ``config_name`` on ``argv``; an FpbenchError is one line, exit code 2."""
-    import hydra
-
-    @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
-    def main(cfg: Any) -> None:
-        from omegaconf import OmegaConf
-
-        c = OmegaConf.to_container(cfg, resolve=True)
-        try:
-            body(c)
-        except (FpbenchError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-
-    saved = sys.argv
-    sys.argv = [f"fpbench.{config_name}", *argv]
-    try:
-        main()
-    finally:
-        sys.argv = saved
-
-
-def _required(c: dict[str, Any], *keys: str) -> None:
-    for key in keys:
-        if c.get(key) in (None, "", []):
-            raise ConfigError(f"missing {key}=...: give the path of a model file (e.g. {key}=model.safetensors)"
-                              if key in ("owner", "suspect", "out") else f"missing {key}=...")
-
-
 def _names(value: Any) -> list[str]:
     items = value if isinstance(value, list) else str(value).split(",")
     return [str(v).strip() for v in items if str(v).strip()]
@@ -352,17 +323,12 @@ def _floats(value: Any, key: str) -> list[float] | None:
 
 
 def request_from(c: dict[str, Any]) -> Request:
-    """A :class:`Request` from the resolved ``conf/verify.yaml``, every value checked."""
-    _required(c, "owner", "suspect", "methods")
-    fpr = c["target_fpr"]
-    if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < float(fpr) < 1:
-        raise ConfigError(f"target_fpr={fpr}: must be a number in (0, 1), e.g. target_fpr=0.01")
-    for key in ("allow_pickle", "progress"):
-        if not isinstance(c[key], bool):
-            raise ConfigError(f"{key}={c[key]}: must be true or false")
+    """A :class:`Request` from the resolved ``conf/verify.yaml`` (types and common values already checked by the
+    stage: ``fpbench.stage``)."""
     for key in ("calibrate", "calibrate_steps"):
-        if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 0:
-            raise ConfigError(f"{key}={c[key]}: must be an integer >= 0")
+        if c[key] < 0:
+            raise ConfigError(f"invalid option '{key}': must be an integer >= 0, got {c[key]}")
+    fpr = float(c["target_fpr"])
     suspect = Path(str(c["suspect"]))
     return Request(
         owner=Path(str(c["owner"])), suspects=find_models(suspect), zoo_cfg=c["zoo"],
@@ -370,7 +336,7 @@ def request_from(c: dict[str, Any]) -> Request:
         root=c.get("root"), size=c.get("size"), mean=_floats(c.get("mean"), "mean"), std=_floats(c.get("std"), "std"),
         arch=c.get("arch"), suspect_arch=c.get("suspect_arch"),
         negatives=Path(str(c["negatives"])) if c.get("negatives") else None, calibrate=int(c["calibrate"]),
-        calibrate_steps=int(c["calibrate_steps"]), runs_dir=Path(c["runs_dir"]), target_fpr=float(fpr),
+        calibrate_steps=int(c["calibrate_steps"]), runs_dir=Path(c["runs_dir"]), target_fpr=fpr,
         allow_pickle=c["allow_pickle"], device=str(c["device"]), progress=c["progress"])
 
 
@@ -392,38 +358,47 @@ def render(verdicts: list[Verdict], fmt: str) -> str:
     return table.to_markdown(index=False) + "\n\n" + "\n".join(notes)
 
 
-def _verify_body(c: dict[str, Any]) -> None:
-    if c["format"] not in ("table", "json"):
-        raise ConfigError(f"format={c['format']}: must be table or json")
-    out = Path(c["out"]) if c.get("out") else None
-    if out is not None and (out.is_dir() or out.suffix != ".csv"):
-        raise ConfigError(f"out={out}: give a file name ending in .csv (the verdicts are written as CSV)")
-    verdicts = run(request_from(c))
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame([v.row() for v in verdicts]).to_csv(out, index=False)
-    print(render(verdicts, c["format"]))
+VERIFY = Stage(module="fpbench.verify", config="verify", list_keys=("methods",), required=("owner", "suspect"))
+EXPORT = Stage(module="fpbench.verify export", config="export", required=("model", "out"))
 
 
-def _export_body(c: dict[str, Any]) -> None:
-    _required(c, "model", "out")
-    out = Path(c["out"])
-    if out.suffix != ".safetensors":
-        raise ConfigError(f"out={out}: the weights are written as safetensors and the spec beside them as "
-                          f"<out>.json; give a file name ending in .safetensors")
-    if out.is_dir():
-        raise ConfigError(f"out={out} is a directory; give a file name ending in .safetensors")
-    out = export(c["zoo"]["name"], c["model"], out, Path(c["runs_dir"]))
-    print(f"wrote {out} and {out.with_suffix('.json')}")
+@hydra.main(config_path=CONF_PATH, config_name=VERIFY.config, version_base="1.3")
+def verify_main(cfg: DictConfig) -> None:
+    with VERIFY.running(cfg):
+        c = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(c, dict)
+        if c["format"] not in ("table", "json"):
+            raise ConfigError(f"format={c['format']}: must be table or json")
+        out = Path(c["out"]) if c.get("out") else None
+        if out is not None and (out.is_dir() or out.suffix != ".csv"):
+            raise ConfigError(f"out={out}: give a file name ending in .csv (the verdicts are written as CSV)")
+        verdicts = run(request_from(c))
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([v.row() for v in verdicts]).to_csv(out, index=False)
+        print(render(verdicts, c["format"]))
+
+
+@hydra.main(config_path=CONF_PATH, config_name=EXPORT.config, version_base="1.3")
+def export_main(cfg: DictConfig) -> None:
+    with EXPORT.running(cfg):
+        out = Path(str(cfg.out))
+        if out.suffix != ".safetensors":
+            raise ConfigError(f"out={out}: the weights are written as safetensors and the spec beside them as "
+                              f"<out>.json; give a file name ending in .safetensors")
+        if out.is_dir():
+            raise ConfigError(f"out={out} is a directory; give a file name ending in .safetensors")
+        out = export(str(cfg.zoo.name), str(cfg.model), out, Path(str(cfg.runs_dir)))
+        print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 def _listify(argv: list[str]) -> list[str]:
-    """``method=a,b,c`` (several methods in one process) as the config's ``methods`` list: ``method`` is also a
-    config group, which Hydra would otherwise try to select, and a comma list would read as a sweep."""
+    """``method=a,b,c`` as the config's ``methods`` list (``method`` is also a config group, which Hydra would try
+    to select); ``mean=``/``std=`` comma lists as lists."""
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
-        if sep and key in ("method", "methods", "mean", "std") and value[:1] not in "[\"'":
+        if sep and key in ("method", "mean", "std") and value[:1] not in "[\"'":
             arg = f"{'methods' if key == 'method' else key}=[{value}]"
         out.append(arg)
     return out
@@ -432,9 +407,9 @@ def _listify(argv: list[str]) -> list[str]:
 def cli(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "export":
-        _hydra("export", argv[1:], _export_body)
+        EXPORT.launch(export_main, argv[1:])
     else:
-        _hydra("verify", _listify(argv), _verify_body)
+        VERIFY.launch(verify_main, _listify(argv))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch.nn.utils.prune as tprune
 from PIL import Image
 from safetensors.torch import save_file
 
-CLASSES = ("disk", "square", "cross")
+CLASSES = ("cross", "disk", "square")  # sorted, as ImageFolder (and fpbench.userdata) index the folders
 SIZE = 16
 MEAN, STD = [0.45, 0.45, 0.45], [0.25, 0.25, 0.25]
 ARCH = {"architecture": "resnet18", "model_args": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]}}
