@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from fpbench.records import COLUMNS, cell_path
 
@@ -38,7 +39,17 @@ def test_cell_then_tables(ci_zoo, ci_runs_dir: Path) -> None:
 
     tables = _run("-m", "fpbench.report", f"runs_dir={ci_runs_dir}", "zoo=ci", timeout=300)
     assert tables.returncode == 0, tables.stderr[-3000:]
-    produced = {p.name for p in (ci_runs_dir / "tables").rglob("*") if p.is_file()}
-    for name in ("heatmap.png", "panels.png", "index.html"):
-        assert name in produced, sorted(produced)
-    assert any(n.startswith("table1") and n.endswith(".md") for n in produced), sorted(produced)
+    out = ci_runs_dir / "tables"
+    for name in ("heatmap.png", "panels.png", "index.html", "table1.md", "table2.csv", "table3.csv"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    # the tables say what the records say: the cells table's cmf x finetune row holds this cell's pairs and AUC
+    from fpbench import metrics as M
+
+    cells = pd.read_csv(out / "cells.csv")
+    row = cells[(cells["method"] == "cmf") & (cells["transform"] == "finetune")].iloc[0]
+    ok = df[df["status"] == "ok"]
+    assert row["pairs"] == len(ok) and row["positives"] == n and row["negatives"] == n * (n - 1)
+    assert row["auc"] == pytest.approx(M.auc(ok["label"].to_numpy(), ok["score"].to_numpy()), abs=1e-9)
+    assert "cmf" in set(pd.read_csv(out / "table2.csv")["method"])
+    html = (out / "index.html").read_text()
+    assert "Table II" in html and "cmf" in html and "heatmap.png" in html
