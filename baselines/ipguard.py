@@ -129,8 +129,6 @@ class IPGuard(Method):
                                  "num_classes": classes})
 
     def score(self, fp: Fingerprint, suspect: Subject) -> float:
-        logits = suspect.logits(fp.tensors["x"].to(suspect.device)).cpu()
-        if logits.shape[1] != fp.meta.get("num_classes", logits.shape[1]):
-            raise NotApplicable(f"ipguard compares labels: the suspect answers with {logits.shape[1]} classes, "
-                                f"the fingerprint holds {fp.meta['num_classes']}")
-        return float((logits.argmax(1) == fp.tensors["y"]).float().mean())
+        # Labels only (the method's access): the class counts were compared in check_applicable.
+        y = suspect.labels(fp.tensors["x"].to(suspect.device)).cpu()
+        return float((y == fp.tensors["y"]).float().mean())

@@ -115,6 +115,9 @@ class Request:
     negatives: Path | None = None
     calibrate: int = 0
     calibrate_steps: int = 300
+    calibrate_lr: float = 0.05
+    calibrate_batch: int = 128
+    calibrate_optimizer: str = "sgd"
     runs_dir: Path = Path("runs")
     target_fpr: float = 0.01
     allow_pickle: bool = False
@@ -220,7 +223,8 @@ def run(req: Request) -> list[Verdict]:
                                       req.allow_pickle, prefix="negative:") for p in find_models(req.negatives)]
         sources.append(f"{len(negatives)} independent models in {req.negatives}")
     if req.calibrate:
-        recipe = CalibrationRecipe(models=req.calibrate, steps=req.calibrate_steps)
+        recipe = CalibrationRecipe(models=req.calibrate, steps=req.calibrate_steps, lr=req.calibrate_lr,
+                                   batch_size=req.calibrate_batch, optimizer=req.calibrate_optimizer)
         trained = trained_independents(owner_spec, data, recipe, Path(req.runs_dir) / "cache" / "verify_null", dev,
                                        progress=req.progress)
         negatives += trained
@@ -336,7 +340,8 @@ def request_from(c: dict[str, Any]) -> Request:
         root=c.get("root"), size=c.get("size"), mean=_floats(c.get("mean"), "mean"), std=_floats(c.get("std"), "std"),
         arch=c.get("arch"), suspect_arch=c.get("suspect_arch"),
         negatives=Path(str(c["negatives"])) if c.get("negatives") else None, calibrate=int(c["calibrate"]),
-        calibrate_steps=int(c["calibrate_steps"]), runs_dir=Path(c["runs_dir"]), target_fpr=fpr,
+        calibrate_steps=int(c["calibrate_steps"]), calibrate_lr=float(c["calibrate_lr"]),
+        calibrate_batch=int(c["calibrate_batch"]), calibrate_optimizer=str(c["calibrate_optimizer"]), runs_dir=Path(c["runs_dir"]), target_fpr=fpr,
         allow_pickle=c["allow_pickle"], device=str(c["device"]), progress=c["progress"])
 
 
