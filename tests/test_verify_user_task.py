@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 from user_models import make_world
 
+# Calibration models trained the way the user trained theirs (Adam, 150 steps of 64): a null of models trained
+# otherwise sits further from the owner than a real independent does (see fpbench.nulls.CalibrationRecipe).
+CALIBRATE = ("calibrate=20", "calibrate_steps=150", "calibrate_lr=0.003", "calibrate_batch=64",
+             "calibrate_optimizer=adamw", "target_fpr=0.05")
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -27,8 +32,7 @@ def _verify(world: dict[str, Path], runs: Path, *extra: str, methods: str = "wei
 
 def test_derived_suspects_are_derived_and_the_independent_is_not(world: dict[str, Path], tmp_path: Path) -> None:
     assert world["owner_accuracy"] > 0.8  # the user's own model works
-    proc = _verify(world, tmp_path, "calibrate=20", "calibrate_steps=60", "target_fpr=0.05", "format=json",
-                   f"out={tmp_path / 'verdicts.csv'}")
+    proc = _verify(world, tmp_path, *CALIBRATE, "format=json", f"out={tmp_path / 'verdicts.csv'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout)
     assert {r["suspect"] for r in rows} == {"finetuned", "pruned", "independent"}
@@ -43,7 +47,7 @@ def test_derived_suspects_are_derived_and_the_independent_is_not(world: dict[str
                 assert r["p_value"] == pytest.approx(1 / 21)  # above every calibration model
     assert (tmp_path / "verdicts.csv").read_text().count("\n") == 1 + len(rows)
 
-    table = _verify(world, tmp_path, "calibrate=20", "calibrate_steps=60", "target_fpr=0.05")
+    table = _verify(world, tmp_path, *CALIBRATE)
     assert table.returncode == 0 and "p-value" in table.stdout and "null n" in table.stdout
     assert "calibration models" not in table.stderr  # cached: nothing trained again
 

@@ -109,6 +109,6 @@ def make_world(root: Path) -> dict[str, Path]:
             tprune.l1_unstructured(m, "weight", amount=0.3)
             tprune.remove(m, "weight")
     save(pruned, suspects / "pruned.safetensors")
-    save(fit(new_model(1), x, y, steps=150, lr=3e-3, seed=7), suspects / "independent.safetensors")
+    save(fit(new_model(1), x, y, steps=150, lr=3e-3, seed=7), suspects / "independent.safetensors")  # as the owner
     out["owner_accuracy"] = accuracy(owner, x, y)  # type: ignore[assignment]
     return out
