@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from fpbench import thresholds
 from fpbench.api import Fingerprint, Method, ModelSpec
@@ -128,10 +129,27 @@ def build_method(cfg: dict[str, Any], data: DataBundle, workdir: Path) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
-def score_method(name: str, cases: Path, manifest: pd.DataFrame, data: DataBundle, workdir: Path) -> pd.DataFrame:
+def method_config(spec: str) -> dict[str, Any]:
+    """A method config by name (``sac``), or a variant ``NAME=BASE:key=value,key=value`` of one (values read as
+    YAML: ``ipguard_probe=ipguard:init=probe,k=10.0``)."""
+    name, _, variant = spec.partition("=")
+    if not variant:
+        return load_option("method", name)
+    base, _, assignments = variant.partition(":")
+    cfg = load_option("method", base)
+    params = dict(cfg.get("params") or {})
+    for item in filter(None, assignments.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = yaml.safe_load(value)
+    return {**cfg, "name": name, "impl": method_impl(cfg), "params": params}
+
+
+def score_method(cfg: dict[str, Any], cases: Path, manifest: pd.DataFrame, data: DataBundle,
+                 workdir: Path) -> pd.DataFrame:
     """Records of every manifest pair for one method (fingerprints cached under ``workdir``); the column
     ``workaround`` says what had to be worked around in the snapshot to score it."""
-    method, note = build_method(load_option("method", name), data, workdir)
+    name = str(cfg["name"])
+    method, note = build_method(cfg, data, workdir)
     if note:
         print(f"  workaround: {note}", file=sys.stderr)
     evaluator = Evaluator(method, data, torch.device("cpu"), ArtefactStore(workdir / "fingerprints"))
@@ -207,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cases", type=Path, required=True, help="folder written by scripts/external_cases.py")
     ap.add_argument("--out", type=Path, required=True, help="folder for scores.csv, summary.csv, summary.md")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=BASE:key=value,...",
+                    help="also score a variant of a method config (e.g. ipguard_probe=ipguard:init=probe,k=10.0)")
     ap.add_argument("--target-fpr", type=float, default=0.05,
                     help="FPR the calibrated threshold aims at on the calibration negatives")
     ap.add_argument("--peer", action="append", default=[], metavar="NAME=FILE",
@@ -220,13 +240,15 @@ def main(argv: list[str] | None = None) -> None:
     scores_path = args.out / "scores.csv"
     done = pd.read_csv(scores_path, keep_default_na=False, na_values=["nan", "NaN", ""]) if scores_path.exists() else None
     frames = []
-    for name in args.methods.split(","):
+    for spec in [*args.methods.split(","), *args.variant]:
+        cfg = method_config(spec)
+        name = str(cfg["name"])
         if done is not None and name in set(done["method"]):  # resume: a method's scores are kept once made
             frames.append(done[done["method"] == name])
             continue
         print(f"{name} ...", flush=True)
         try:
-            frames.append(score_method(name, args.cases, manifest, data, args.out / "cache"))
+            frames.append(score_method(cfg, args.cases, manifest, data, args.out / "cache"))
         except ConfigError as exc:
             print(f"  {name}: cannot be built ({exc})", file=sys.stderr)
             continue
