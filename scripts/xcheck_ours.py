@@ -84,6 +84,13 @@ def candidate(cases: Path, name: str, data: DataBundle) -> Candidate:
                      arch=meta["arch_key"], stored_accuracy=float(meta["test_accuracy"]))
 
 
+def _default(value: Any) -> Any:
+    """A dataclass field defaulting to ``value`` (lists and dicts through a factory, as dataclasses require)."""
+    if isinstance(value, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(value)(value))
+    return dataclasses.field(default=value)
+
+
 @contextlib.contextmanager
 def _accepting_config_keys(cfg: dict[str, Any]) -> Iterator[str]:
     """Workaround while the baselines are being moved to typed parameters: a method class that still has the
@@ -98,7 +105,7 @@ def _accepting_config_keys(cfg: dict[str, Any]) -> Iterator[str]:
         return
     original = cls.Params
     cls.Params = dataclasses.make_dataclass(
-        f"{cls.__name__}ConfigParams", [(k, Any, dataclasses.field(default=cfg["params"][k])) for k in extra],
+        f"{cls.__name__}ConfigParams", [(k, Any, _default(cfg["params"][k])) for k in extra],
         bases=(original,), frozen=True)
     try:
         yield f"{cls.__name__}.Params lacks {', '.join(extra)}: accepted untyped (typed params not yet merged)"
