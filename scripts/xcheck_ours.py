@@ -22,11 +22,8 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import json
 import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ import torch
 import yaml
 
 from fpbench import thresholds
-from fpbench.api import Fingerprint, Method, ModelSpec
+from fpbench.api import Method, ModelSpec
 from fpbench.config import load_option
 from fpbench.data import DataBundle, ImageSet
 from fpbench.errors import ConfigError
@@ -44,7 +41,6 @@ from fpbench.evaluate import Candidate, Evaluator, Provenance, make_method, meth
 from fpbench.metrics import auc
 from fpbench.models import build_module
 from fpbench.records import to_frame
-from fpbench.registry import method_class
 from fpbench.safeload import check_fits, load_state
 from fpbench.zoo.store import ArtefactStore
 
@@ -84,55 +80,8 @@ def candidate(cases: Path, name: str, data: DataBundle) -> Candidate:
                      arch=meta["arch_key"], stored_accuracy=float(meta["test_accuracy"]))
 
 
-def _default(value: Any) -> Any:
-    """A dataclass field defaulting to ``value`` (lists and dicts through a factory, as dataclasses require)."""
-    if isinstance(value, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(value)(value))
-    return dataclasses.field(default=value)
-
-
-@contextlib.contextmanager
-def _accepting_config_keys(cfg: dict[str, Any]) -> Iterator[str]:
-    """Workaround while the baselines are being moved to typed parameters: a method class that still has the
-    bare ``MethodParams`` (threshold, query_budget) rejects its own config's keys; give it, for the duration of
-    its construction, a Params dataclass that also holds those keys (defaults = the config's values, as the
-    baseline reads them with ``self.params.get``). Yields a note when it had to."""
-    cls = method_class(method_impl(cfg))
-    known = {f.name for f in dataclasses.fields(cls.Params)}
-    extra = [k for k in (cfg.get("params") or {}) if k not in known]
-    if not extra:
-        yield ""
-        return
-    original = cls.Params
-    cls.Params = dataclasses.make_dataclass(
-        f"{cls.__name__}ConfigParams", [(k, Any, _default(cfg["params"][k])) for k in extra],
-        bases=(original,), frozen=True)
-    try:
-        yield f"{cls.__name__}.Params lacks {', '.join(extra)}: accepted untyped (typed params not yet merged)"
-    finally:
-        cls.Params = original
-
-
-def _labels_score(self: Method, fp: Fingerprint, suspect: Any) -> float:
-    """IPGuard's score from the suspect's labels alone (what its declared access allows): the match rate."""
-    return float((suspect.labels(fp.tensors["x"].to(suspect.device)).cpu() == fp.tensors["y"]).float().mean())
-
-
-def _within_access(method: Method) -> str:
-    """Workaround for the snapshot's IPGuard, whose ``score`` asks a labels-only suspect for logits (every pair
-    is then an access-violation error): score from ``labels`` instead -- the same number, the argmax of those
-    logits. A no-op once the baseline asks for labels. Returns a note when it applied."""
-    if method.access == "black-box labels" and type(method).__name__ == "IPGuard" and \
-            "suspect.logits" in inspect.getsource(type(method).score):
-        method.score = types.MethodType(_labels_score, method)  # type: ignore[method-assign]
-        return "IPGuard.score asks a labels-only suspect for logits: scored from suspect.labels (same argmax)"
-    return ""
-
-
-def build_method(cfg: dict[str, Any], data: DataBundle, workdir: Path) -> tuple[Method, str]:
-    with _accepting_config_keys(cfg) as note:
-        method = make_method(cfg, data, torch.device("cpu"), 0, workdir / data.id)
-    return method, "; ".join(n for n in (note, _within_access(method)) if n)
+def build_method(cfg: dict[str, Any], data: DataBundle, workdir: Path) -> Method:
+    return make_method(cfg, data, torch.device("cpu"), 0, workdir / data.id)
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
@@ -154,11 +103,9 @@ def method_config(spec: str) -> dict[str, Any]:
 def score_method(cfg: dict[str, Any], cases: Path, manifest: pd.DataFrame, data: DataBundle,
                  workdir: Path) -> pd.DataFrame:
     """Records of every manifest pair for one method (fingerprints cached under ``workdir``); the column
-    ``workaround`` says what had to be worked around in the snapshot to score it."""
+    """
     name = str(cfg["name"])
-    method, note = build_method(cfg, data, workdir)
-    if note:
-        print(f"  workaround: {note}", file=sys.stderr)
+    method = build_method(cfg, data, workdir)
     evaluator = Evaluator(method, data, torch.device("cpu"), ArtefactStore(workdir / "fingerprints"))
     owners = [candidate(cases, o, data) for o in sorted(manifest["owner"].unique())]
     suspects = [(candidate(cases, s, data), None) for s in sorted(manifest["suspect"].unique())]
@@ -171,7 +118,7 @@ def score_method(cfg: dict[str, Any], cases: Path, manifest: pd.DataFrame, data:
     bad = merged[(merged["status"] == "ok") & (merged["label"] != merged["label_eval"])]
     if len(bad):  # the evaluation's lineage and the manifest's must agree, or the AUCs mean nothing
         raise SystemExit(f"{name}: labels disagree with the manifest on {len(bad)} pairs, e.g. {bad.iloc[0].to_dict()}")
-    return merged.drop(columns=["label_eval"]).assign(method=name, workaround=note)
+    return merged.drop(columns=["label_eval"]).assign(method=name)
 
 
 # ---------------------------------------------------------------------------------------------------- tables
