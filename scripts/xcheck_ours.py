@@ -102,8 +102,7 @@ def method_config(spec: str) -> dict[str, Any]:
 
 def score_method(cfg: dict[str, Any], cases: Path, manifest: pd.DataFrame, data: DataBundle,
                  workdir: Path) -> pd.DataFrame:
-    """Records of every manifest pair for one method (fingerprints cached under ``workdir``); the column
-    """
+    """Records of every manifest pair for one method (fingerprints cached under ``workdir``)."""
     name = str(cfg["name"])
     method = build_method(cfg, data, workdir)
     evaluator = Evaluator(method, data, torch.device("cpu"), ArtefactStore(workdir / "fingerprints"))
