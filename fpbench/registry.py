@@ -85,8 +85,15 @@ def _resolve(entry: Any) -> Any:
     return entry
 
 
-METHODS = Registry("method", base="fpbench.api:Method")
-for _name, _entry in {
+def registry_of(kind: str, entries: dict[str, Any], base: str | type | None = None) -> Registry:
+    """A registry of ``kind`` holding ``entries`` (name -> "module:attr"), registered in order."""
+    registry = Registry(kind, base=base)
+    for name, entry in entries.items():
+        registry.register(name, entry)
+    return registry
+
+
+METHODS = registry_of("method", base="fpbench.api:Method", entries={
     "cmf": "fpbench.cmf.fingerprinter:CrossModalFingerprinter",
     "sac": "baselines.sac:SAC",
     "modeldiff": "baselines.modeldiff:ModelDiff",
@@ -98,11 +105,9 @@ for _name, _entry in {
     "cae": "baselines.cae:CAE",
     "ipguard": "baselines.ipguard:IPGuard",
     "uap": "baselines.uap:UAP",
-}.items():
-    METHODS.register(_name, _entry)
+})
 
-TRANSFORMS = Registry("transform", base="fpbench.api:Transform")
-for _name, _entry in {
+TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "identity": "transforms.identity:Identity",
     "finetune": "transforms.finetune:FineTune",
     "removal": "transforms.removal:RemovalFineTune",
@@ -118,8 +123,7 @@ for _name, _entry in {
     "distill": "transforms.distill:Distill",
     "lora": "transforms.lora:LoRA",
     "finetune_transfer": "transforms.transfer:FineTuneTransfer",
-}.items():
-    TRANSFORMS.register(_name, _entry)
+})
 
 
 def method_class(name: str) -> Any:
