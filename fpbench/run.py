@@ -24,11 +24,11 @@ import pandas as pd
 from fpbench import metrics as M
 from fpbench import thresholds
 from fpbench.api import Method
-from fpbench.config import check_option
 from fpbench.errors import ConfigError, FpbenchError, NotApplicable, PipelineMismatch, UnknownName  # noqa: F401 (re-exported)
 from fpbench.evaluate import Candidate, Evaluator, Provenance, base_record, make_method, method_impl, resolved_method
 from fpbench.records import cell_done, cell_path, merge_models, models_path, read_cell, to_frame, write_cell
 from fpbench.registry import method_class, transform_class
+from fpbench.stage import CONF_PATH, Stage
 from fpbench.thresholds import CALIBRATION
 from fpbench.utils import available_cores, configure_threads, resolve_device, stable_hash
 from fpbench.zoo.build import Zoo, ZooModel, resolved_transform, transform_config
@@ -243,6 +243,16 @@ def spec_from_cfg(cfg: Any) -> CellSpec:
                     device=str(c["device"]), progress=bool(c["progress"]), force=bool(c["force"]))
 
 
+def check_splits(params: dict[str, Any], zoo_cfg: dict[str, Any], where: str) -> None:
+    """A parameter naming a data split (``split``, ``recover_split``, ...) must name one of the zoo's splits:
+    checked before the cell starts, not when its child is trained."""
+    splits = list((zoo_cfg.get("data") or {}).get("splits") or {})
+    for key, value in params.items():
+        if key.endswith("split") and isinstance(value, str) and splits and value not in splits:
+            raise ConfigError(f"invalid parameter '{key}' of {where}: '{value}' is not a data split of zoo "
+                              f"'{zoo_cfg['name']}'; valid: {', '.join(splits)}")
+
+
 def validate_cell(spec: CellSpec) -> None:
     """Reject out-of-range method or transform parameters (each chain step too) before anything is built."""
     method_class(method_impl(spec.method_cfg)).resolve_params(spec.method_cfg.get("params"), spec.method_cfg["name"])
@@ -255,21 +265,16 @@ def validate_cell(spec: CellSpec) -> None:
             for step in steps:
                 check_transform(transform_config(step))
         else:
-            transform_class(cfg["impl"]).resolve_params(cfg["params"], cfg["name"])
+            params = transform_class(cfg["impl"]).resolve_params(cfg["params"], cfg["name"])
+            check_splits(params, spec.zoo_cfg, f"transform '{cfg['name']}'")
 
     check_transform(spec.transform_cfg)
     if spec.method_cfg.get("protect"):
         check_transform(transform_config(spec.method_cfg["protect"]))
 
 
-def precheck_argv(argv: list[str]) -> None:
-    """Fail fast, in one line, on an unknown method/transform/zoo before Hydra starts anything."""
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        group = key.lstrip("+~")
-        if sep and group in ("method", "transform", "zoo", "experiment"):
-            for name in value.split(","):
-                check_option(group, name.strip())
+RUN = Stage(module="fpbench.run", config="config", unit="cells",
+            resume="cells already recorded are skipped: re-run the same command to resume")
 
 
 def _hydra_main() -> None:
@@ -277,17 +282,18 @@ def _hydra_main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+    @hydra.main(config_path=CONF_PATH, config_name=RUN.config, version_base="1.3")
     def main(cfg: Any) -> None:
         logging.getLogger("fpbench").setLevel(logging.INFO)
-        spec = spec_from_cfg(cfg)
-        try:
-            validate_cell(spec)
-        except FpbenchError as exc:
-            print(f"error: {exc} (cell {spec.method_cfg['name']} x {spec.transform_cfg['name']}; nothing was run)",
-                  file=sys.stderr)
-            sys.exit(2)
-        df, summary, cached = run_cell(spec, cores_per_worker(HydraConfig.get().launcher, available_cores()))
+        with RUN.running(cfg):  # value checks; one-line errors (exit 2); Ctrl-C says how to resume (exit 130)
+            spec = spec_from_cfg(cfg)
+            try:
+                validate_cell(spec)
+            except FpbenchError as exc:
+                raise ConfigError(f"{exc} (cell {spec.method_cfg['name']} x {spec.transform_cfg['name']}; "
+                                  "nothing was run)") from None
+            df, summary, cached = run_cell(spec, cores_per_worker(HydraConfig.get().launcher, available_cores()))
+            RUN.done(f"{spec.method_cfg['name']} x {spec.transform_cfg['name']}")
         print(summary_line(spec.method_cfg["name"], spec.transform_cfg["name"], spec.zoo_cfg["name"], summary, cached),
               flush=True)
         if summary["status"] == "error" and HydraConfig.get().mode == RunMode.RUN:
@@ -296,13 +302,9 @@ def _hydra_main() -> None:
     main()
 
 
-def cli() -> None:
-    try:
-        precheck_argv(sys.argv[1:])
-    except UnknownName as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    _hydra_main()
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m fpbench.run``: unknown keys and options are refused in one line before Hydra starts."""
+    RUN.launch(_hydra_main, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ CONF_PATH = str(CONF_DIR)  # hydra.main's config_path: the project's conf/, wher
 EXIT_ERROR = 2  # bad input: the message says what to change
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N"
+PARAMS_PREFIXES = ("method.params.", "transform.params.")
 
 
 # ---------------------------------------------------------------------------------------------- value checks
@@ -221,6 +222,11 @@ class Stage:
                     check_option(key, name.strip())
             if key in self.list_keys and "," in value and not multirun and not value.startswith(("[", "'", '"')):
                 arg = f"{arg.partition('=')[0]}=[{value}]"
+            if key.startswith(PARAMS_PREFIXES) and not arg.startswith("+"):
+                # A config lists only the parameters it changes; the others still have defaults (in their Params
+                # dataclass), so `transform.params.steps=300` adds or overrides; a misspelled one is refused by
+                # the Params dataclass, naming the valid parameters.
+                arg = f"++{arg.lstrip('~')}"
             if key == "runs_dir":  # Hydra writes its logs under it before the stage runs: check it first
                 for one in value.split(",") if multirun else [value]:
                     check_runs_dir(one)

@@ -19,6 +19,12 @@ def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     (["transform=quant8", "transform.params.bits=9"], "bits"),
     (["transform=quant8", "transform.params.bits=0"], "bits"),
     (["transform=chain", "transform.params.steps=[]"], "steps"),
+    (["transform=finetune", "transform.params.split=train_x"], "split"),  # not a split of the zoo's data
+    (["transform=finetune", "+transform.params.stesp=10"], "stesp"),  # a misspelled key is not ignored
+    (["transform=finetune", "method.params.threshold=nan"], "threshold"),
+    (["transform=finetune", "target_fpr=2"], "target_fpr"),
+    (["transform=finetune", "device=bogus"], "device"),
+    (["transform=finetune", "force=yes"], "force"),
 ])
 def test_out_of_range_parameter_is_rejected_before_any_work(tmp_path, args, field):
     out = _run(tmp_path, "method=cmf", *args)
