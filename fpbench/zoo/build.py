@@ -71,7 +71,7 @@ def resolved_transform(name_or_cfg: str | dict[str, Any]) -> dict[str, Any]:
     """A transform config with chain steps expanded, its parameters resolved (code defaults filled in,
     validated) and each implementation's version, for cache keys: a chain's cell must re-run when one of its
     steps changes, not only when the chain's own YAML does, and any cell when a default it relies on changes."""
-    cfg = transform_config(name_or_cfg)
+    cfg = {k: v for k, v in transform_config(name_or_cfg).items() if k != "tags"}  # tags describe, not change
     if cfg["impl"] == "chain":
         return {**cfg, "steps": [resolved_transform(step) for step in cfg["params"].get("steps") or []]}
     cls = transform_class(cfg["impl"])
