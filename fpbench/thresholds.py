@@ -50,6 +50,20 @@ def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, so
     return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source)
 
 
+def conformal_from_scores(null: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
+    """The threshold that agrees with the empirical p-value: a score at or above it has
+    ``(1 + #null >= score) / (1 + n) <= target_fpr``, so a new negative exchangeable with the null is accepted
+    with probability at most ``target_fpr``. (The quantile rule of :func:`from_scores` lets ``floor(fpr * n)``
+    negatives above the threshold, whose FPR on a new negative is ``(floor(fpr * n) + 1) / (n + 1)``: 2/21 at
+    n = 20, fpr = 0.05.) Infinite when n is too small for any score to reach ``target_fpr``."""
+    scores = np.sort(np.asarray([v for v in null if math.isfinite(v)], dtype=float))[::-1]
+    if scores.size == 0:
+        return None
+    allowed = int(math.floor(target_fpr * (scores.size + 1) + 1e-9)) - 1  # null scores allowed >= the threshold
+    value = float("inf") if allowed < 0 else float(np.nextafter(scores[allowed], np.inf))
+    return Threshold(value, target_fpr, int(scores.size), source)
+
+
 def from_records(calibration: pd.DataFrame | None, target_fpr: float, source: str = "") -> Threshold | None:
     """The threshold of a calibration frame's ok rows (None when it has none)."""
     if calibration is None or calibration.empty:

@@ -250,7 +250,7 @@ def run(req: Request) -> list[Verdict]:
                    f"no calibration records for method '{method_cfg['name']}' on zoo '{req.zoo_cfg['name']}' under "
                    f"{req.runs_dir}; run `python -m fpbench.run zoo={req.zoo_cfg['name']} method={method_cfg['name']}`"
                    " once to create them")
-        cal = thresholds.from_scores(null, req.target_fpr, how) if null.size else None
+        cal = thresholds.conformal_from_scores(null, req.target_fpr, how) if null.size else None
         for rec in scored:
             verdicts.append(_verdict(rec, method.threshold, cal, null, how, data, evaluator, owner, suspects))
     return verdicts

@@ -1,0 +1,41 @@
+"""Calibrated thresholds: the verdict's threshold agrees with its p-value and holds its false-positive rate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fpbench.thresholds import conformal_from_scores, empirical_p_value, from_scores
+
+
+def test_decision_at_the_threshold_is_the_decision_of_the_p_value() -> None:
+    rng = np.random.default_rng(0)
+    for n in (5, 19, 20, 57, 200):
+        null = rng.normal(size=n)
+        for fpr in (0.01, 0.05, 0.1, 0.3):
+            t = conformal_from_scores(null, fpr)
+            assert t is not None and t.negatives == n
+            for s in np.concatenate([null, rng.normal(size=50), [t.value]]):
+                if math.isfinite(s):
+                    assert (s >= t.value) == (empirical_p_value(s, null) <= fpr + 1e-12), (n, fpr, s)
+
+
+def test_a_new_negative_is_accepted_at_most_at_the_target_rate() -> None:
+    """Exchangeable negatives: over many draws the conformal threshold's FPR stays <= target; the quantile
+    rule's does not at small n (its FPR is (floor(fpr n) + 1) / (n + 1))."""
+    rng = np.random.default_rng(1)
+    n, fpr, trials = 20, 0.05, 4000
+    conformal = quantile = 0
+    for _ in range(trials):
+        draw = rng.normal(size=n + 1)
+        null, new = draw[:n], draw[n]
+        conformal += new >= conformal_from_scores(null, fpr).value
+        quantile += new >= from_scores(null, fpr).value
+    assert conformal / trials <= fpr + 0.01
+    assert quantile / trials > 0.08  # 2/21 = 0.095: the reason verify uses the conformal rule
+
+
+def test_too_few_negatives_can_declare_nothing() -> None:
+    t = conformal_from_scores([0.1, 0.2, 0.3], 0.01)
+    assert t is not None and t.value == math.inf and not t.supported
