@@ -12,14 +12,18 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
+def _save(fig: plt.Figure, out: Path) -> Path:
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def _nothing_scored(out: Path, what: str) -> Path:
     """A figure that says it is empty (no cell was scored), so the page never shows a stale one."""
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.axis("off")
     ax.text(0.5, 0.5, f"{what}: no cell has valid scores (see the cells table)", ha="center", va="center")
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def heatmap(cells: pd.DataFrame, out: Path) -> Path:
@@ -37,9 +41,7 @@ def heatmap(cells: pd.DataFrame, out: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("transformation")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def panels(cells: pd.DataFrame, out: Path) -> Path:
@@ -65,6 +67,4 @@ def panels(cells: pd.DataFrame, out: Path) -> Path:
     axes[1][1].set_title("(d) Verify runtime (s per pair, log)")
     axes[1][1].tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
