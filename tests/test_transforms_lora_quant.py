@@ -142,7 +142,7 @@ def test_bitsandbytes_child_round_trips_through_the_store(ci_zoo, name):
     assert [w["kind"] for w in child.spec.wrappers] == ["quantize"] and ci_zoo.store.load(child.key)[1] is not None
     stored = ci_zoo.load_module(child)  # rebuilt via rewrap_quantize, loaded strictly from safetensors
     cfg = transform_config(name)
-    fresh = ci_zoo._apply(transform_class(cfg["impl"])(cfg["params"]), root, child.meta["recipe"]["seed"]).model
+    fresh = ci_zoo.apply(transform_class(cfg["impl"])(cfg["params"]), root, child.meta["recipe"]["seed"]).model
     torch.testing.assert_close(_logits(stored, ci_zoo), _logits(fresh, ci_zoo), rtol=1e-5, atol=1e-5)
 
 

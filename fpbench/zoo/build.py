@@ -166,7 +166,7 @@ class Zoo:
         cheap = transform.cheap
 
         def build() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-            result = self._apply(transform, parent, seed)
+            result = self.apply(transform, parent, seed)
             # A child that breaks its task (non-finite weights or outputs) is refused, never stored or scored.
             probe = self.data.split("test").tensor(slice(0, 16), self.device)
             check_child(result.model.to(self.device), tcfg["name"], tcfg["params"], probe)
@@ -208,7 +208,8 @@ class Zoo:
         """Sparsity of ``model`` and its relative weight change from ``base`` (for the transform-effects table)."""
         return weight_effects(model, self.load_module(base), same_arch=spec.arch == base.spec.arch)
 
-    def _apply(self, transform: Transform, parent: ZooModel, seed: int) -> TransformResult:
+    def apply(self, transform: Transform, parent: ZooModel, seed: int) -> TransformResult:
+        """``transform`` applied to ``parent`` with ``seed``, as a child is built (not stored)."""
         model = self.load_module(parent)
         transform.check(parent.spec, model)
         seed_everything(seed)
@@ -223,7 +224,7 @@ class Zoo:
         if tensors is None:  # a cheap child stored as its recipe: re-apply it to the parent
             parent = self._by_key(recipe["parent_key"])
             transform = make_transform(recipe["transform"])
-            return self._apply(transform, parent, recipe["seed"]).model.to(self.device).eval()
+            return self.apply(transform, parent, recipe["seed"]).model.to(self.device).eval()
         model = build_module(ModelSpec.from_dict(meta["spec"]))
         model.load_state_dict(tensors, strict=True)
         return model.to(self.device).eval()
