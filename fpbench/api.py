@@ -166,6 +166,12 @@ class Method(abc.ABC):
                 f"{self.name} compares predicted labels, but the suspect's label space ({suspect.spec.num_classes} "
                 f"classes) is not the owner's ({owner.spec.num_classes} classes)")
 
+    def shadow_families(self) -> frozenset[str]:
+        """The transform families (``fpbench.shadows.transform_families``) of the shadow models this method trains
+        on: a cell of such a family scores the method on an attack it was trained against, and the tables say so.
+        Methods that train on no shadow models return the empty set."""
+        return frozenset()
+
     @abc.abstractmethod
     def fingerprint(self, owner: Owner) -> Fingerprint: ...
 
