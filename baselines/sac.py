@@ -27,7 +27,8 @@ Deviations, each with its reason: the samples come from the probe split (the ref
 fewer than ``queries`` samples are misclassified in common, SAC-w tops up with the owner's other errors, then with
 its lowest-margin correct samples (a small, accurate owner has too few errors); the surrogates are two models of
 the owner's architecture trained 200 steps (``surrogate_steps``; the paper's are full extraction models; the tiny
-zoo's roots train 500: two such surrogates per owner took 3 min on the ci zoo's small models on our shared CPU); the fixed
+zoo's roots train 500; two 200-step surrogates cost 47-69 s per ci owner on our loaded CPU, two 500-step ones 2-3
+min); the fixed
 threshold is ours (the paper reports AUC). Measured effects: ``baselines/METHODS.md``.
 """
 
