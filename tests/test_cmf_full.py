@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fpbench.api import ConfigError, MethodContext
+from fpbench.api import ConfigError, MethodContext, NotApplicable
 from fpbench.config import load_option
 from fpbench.registry import method_class
 from fpbench.spectral import as_matrix, match_one_to_one, shift_singular_values, top_singular_values
@@ -123,7 +123,8 @@ def test_spectral_correspondence_finds_renamed_matrices(ci_zoo, family, tmp_path
     assert right / len(owner_sigs) >= 0.9, (right, len(owner_sigs))
     by_name, spectral = make("cmf", ci_zoo, tmp_path), make("cmf", ci_zoo, tmp_path, correspondence="spectral")
     fp = by_name.fingerprint(subject)
-    assert by_name.score(fp, renamed) == 0.0  # no name in common: no evidence
+    with pytest.raises(NotApplicable, match="corresponds to the owner's"):  # no name in common: n/a, not a 0
+        by_name.score(fp, renamed)
     assert spectral.score(fp, renamed) > 0.95
     emb = make("cmf_embedded", ci_zoo, tmp_path)  # correspondence: auto -> spectral here
     fp_e = emb.fingerprint(owner_subject(ci_zoo, family["owner_p"]))

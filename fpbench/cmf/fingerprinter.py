@@ -19,6 +19,10 @@ matrix in the owner's shape, so it is not invariant to a channel permutation as 
 Correspondence (eq. 6): ``name`` pairs units of the same name; ``spectral`` pairs them one-to-one by the
 extractor's own similarity (spectra for svd, CKA or activation structure for the others; Hungarian
 assignment); ``auto`` uses names when at least half of the owner's units find their name in the suspect.
+A pair in which no owner unit finds a counterpart (another architecture under name matching) is not
+applicable (``NotApplicable`` with the reason: an n/a record), never scored 0: a 0 would be a verdict the
+method cannot give, and ``weightcos`` marks the same pairs n/a, so both white-box methods' AUCs are over the
+same pairs.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any, Literal
 
 import torch
 
-from fpbench.api import Access, ConfigError, Fingerprint, Method, MethodParams, Subject, require
+from fpbench.api import Access, ConfigError, Fingerprint, Method, MethodParams, NotApplicable, Subject, require
 from fpbench.cmf.extractors import EXTRACTORS, SignatureExtractor, make_extractor
 from fpbench.spectral import as_matrix, cosine, match_one_to_one, singular_directions, top_singular_values
 
@@ -60,7 +64,7 @@ class CmfParams(MethodParams):
 class CrossModalFingerprinter(Method):
     Params = CmfParams
     p: CmfParams
-    version = "3"  # v3: singular values through the float64 Gram matrix (same values, faster)
+    version = "4"  # v4: a pair with no corresponding unit is n/a (was scored 0); v3: float64 Gram matrix
 
     @property
     def access(self) -> Access:  # type: ignore[override]
@@ -105,8 +109,14 @@ class CrossModalFingerprinter(Method):
             ext.reference = fp.tensors["x"]
         owner = {k[4:]: t for k, t in fp.tensors.items() if k.startswith("sig:")}
         matched = self._match(owner, ext.signatures(suspect), ext.similarity)
-        # No matched unit (another architecture under name matching): no evidence of derivation.
-        return float(sum(s for _, s in matched.values()) / len(matched)) if matched else 0.0
+        if not matched:  # another architecture under name matching: nothing to compare, which is not a 0
+            raise NotApplicable(self._unmatched(suspect, "unit"))
+        return float(sum(s for _, s in matched.values()) / len(matched))
+
+    def _unmatched(self, suspect: Subject, what: str) -> str:
+        return (f"{self.name}: no {what} of suspect {suspect.id} corresponds to the owner's under "
+                f"correspondence '{self.p.correspondence}' (another architecture); correspondence: spectral "
+                "matches units across architectures")
 
     # ------------------------------------------------------------------ embedded mode
     def _fingerprint_embedded(self, owner: Subject) -> Fingerprint:
@@ -140,6 +150,8 @@ class CrossModalFingerprinter(Method):
         shapes = {m["name"]: list(m["shape"]) for m in fp.meta["matrices"]}
         suspect_sigs = {n: top_singular_values(w, k) for n, w in weights.items()}
         matched = self._match(profiles, suspect_sigs, cosine, shapes, {n: list(w.shape) for n, w in weights.items()})
+        if not matched:  # not one signed matrix has a counterpart: the signature cannot be read at all
+            raise NotApplicable(self._unmatched(suspect, "signed matrix"))
         s = fp.tensors["s"]
         s_hat = torch.zeros_like(s)
         per_matrix = []
