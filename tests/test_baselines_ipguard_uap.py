@@ -14,9 +14,10 @@ from baselines.ipguard import boundary_loss
 from fpbench.api import ConfigError, ModelSpec, NotApplicable
 from fpbench.subject import ModelSubject
 
-FAST = {
-    "ipguard": {"points": 30, "steps": 200},
-    "uap": {"points": 20, "uap_inputs": 200, "uap_steps": 5},
+FAST = {  # ipguard: a smaller margin than the reference's k = 10, which the ci zoo's small logits reach slowly
+    "ipguard": {"points": 30, "steps": 200, "k": 3.0, "max_starts": 120, "batch": 60},
+    "uap": {"points": 20, "uap_inputs": 200, "uap_steps": 5, "n_independent": 2, "shadow_steps": 120,
+            "encoder_steps": 300},  # shadow_steps: as the ci zoo's roots
 }
 
 
@@ -49,16 +50,18 @@ def test_fingerprint_deterministic(name, ci_zoo, trio, fingerprints, tmp_path):
         assert torch.equal(a.tensors[k], b.tensors[k]), k
 
 
-@pytest.mark.parametrize(("name", "override", "expected"), [
-    ("ipguard", {"points": 17, "steps": 20}, 17), ("uap", {"points": 9, "uap_steps": 1}, 18),
+@pytest.mark.parametrize(("name", "override", "per_point"), [
+    ("ipguard", {"points": 17, "steps": 100}, 1), ("uap", {"points": 9, "uap_steps": 1}, 2),
 ])
-def test_query_budget_honoured(name, override, expected, ci_zoo, trio, tmp_path):
+def test_query_budget_honoured(name, override, per_point, ci_zoo, trio, tmp_path):
     owner, child, _ = trio
     m = make(name, ci_zoo, tmp_path, **override)
     fp = m.fingerprint(owner)
+    n = fp.tensors["x"].shape[0]
+    assert 1 <= n <= override["points"]  # ipguard keeps only the points that converged
     before = child.query_count
     m.score(fp, child)
-    assert child.query_count - before == expected
+    assert child.query_count - before == per_point * n
 
 
 @pytest.mark.parametrize(("name", "per_point"), [("ipguard", 1), ("uap", 2)])
@@ -69,16 +72,16 @@ def test_config_budget_is_what_score_sends(name, per_point):
 
 
 def test_ipguard_points_lie_on_the_owners_boundary(trio, fingerprints):
-    """The owner labels the points with the target label and puts the chosen runner-up second, near margin k."""
+    """The owner labels the points with their label, by a margin of at least k but near it (not deep inside)."""
     owner = trio[0]
     fp = fingerprints["ipguard"]
     with torch.no_grad():
         logits = owner.model(fp.tensors["x"])
     assert torch.equal(logits.argmax(1), fp.tensors["y"])
-    assert fp.meta["on_target"] >= 0.9
     top2 = logits.topk(2, dim=1).values
     margin = top2[:, 0] - top2[:, 1]
-    k = resolved_params("method", "ipguard")["k"]
+    k = FAST["ipguard"]["k"]
+    assert float(margin.min()) >= k - 1e-4
     assert float(margin.median()) < 2 * k + 1  # near the boundary, not deep inside a class
     assert ((fp.tensors["x"] >= 0) & (fp.tensors["x"] <= 1)).all()
 
@@ -121,6 +124,8 @@ def test_other_class_count_is_not_applicable(name, ci_zoo, trio, fingerprints, t
     suspect = ModelSubject("fiveway", FiveWay(), spec, torch.device("cpu"))
     with pytest.raises(NotApplicable, match="5 classes"):
         m.check_applicable(owner, suspect)
+    if m.access == "black-box labels":
+        return  # labels carry no class count: the spec's, checked above, is all a label method can see
     liar = ModelSubject("liar", FiveWay(), owner.spec, torch.device("cpu"))  # spec says 10, head answers 5
     with pytest.raises(NotApplicable, match="5 classes"):
         m.score(fp, liar)
@@ -129,6 +134,10 @@ def test_other_class_count_is_not_applicable(name, ci_zoo, trio, fingerprints, t
 def test_bad_params_named(ci_zoo, tmp_path):
     with pytest.raises(ConfigError, match="init"):
         make("ipguard", ci_zoo, tmp_path, init="zeros")
+    with pytest.raises(ConfigError, match="max_starts"):
+        make("ipguard", ci_zoo, tmp_path, points=50, max_starts=10)
+    with pytest.raises(ConfigError, match="pirates"):
+        make("uap", ci_zoo, tmp_path, pirates=["shuffle"])
     with pytest.raises(ConfigError, match="k"):
         make("ipguard", ci_zoo, tmp_path, k=-1)
     with pytest.raises(ConfigError, match="eps"):
@@ -147,14 +156,4 @@ def test_boundary_loss_with_two_classes():
 def test_more_points_than_probe_inputs_is_a_named_error(ci_zoo, trio, tmp_path):
     n = len(ci_zoo.data.split("probe")) + 1
     with pytest.raises(ConfigError, match="points"):
-        make("ipguard", ci_zoo, tmp_path, init="probe", points=n, steps=1).fingerprint(trio[0])
-    with pytest.raises(ConfigError, match="points"):
         make("uap", ci_zoo, tmp_path, points=n, uap_steps=1).fingerprint(trio[0])
-
-
-def test_ipguard_probe_init_starts_from_held_out_images(ci_zoo, trio, tmp_path):
-    m = make("ipguard", ci_zoo, tmp_path, init="probe", points=8, steps=1, lr=1e-6)
-    x = m.fingerprint(trio[0]).tensors["x"]
-    probe = ci_zoo.data.split("probe").tensor()
-    linf = (x.flatten(1)[:, None] - probe.flatten(1)[None]).abs().amax(2).min(1).values
-    assert (linf < 1e-4).all()  # one Adam step of 1e-6 away from a real probe image each
