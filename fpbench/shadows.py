@@ -11,6 +11,12 @@ training data: never the zoo's independents or children.
 - ``pirated_shadow``: a copy of the owner modified the way a thief would: fine-tuned, magnitude-pruned, or
   with Gaussian noise on its weights (MetaFinger's model augmentation).
 
+Shadow leakage: a shadow made by the same operation as a grid transform teaches the method that transform.
+Each shadow kind belongs to the transform family it imitates (``SHADOW_FAMILY``); a method declares the families
+its shadows saw (``shadow_families()``) and a cell whose transform is of such a family (``transform_families``)
+is marked as seen in training. Families are transform ``impl`` names, with ``prune`` split into
+``prune_structured`` / ``prune_unstructured`` and a chain the union of its steps' families.
+
 Trained shadows are cached in a method's scratch dir through the zoo's checksummed, locked
 :class:`~fpbench.zoo.store.ArtefactStore`, keyed by everything that determines them (the owner's weights for
 owner-derived ones), so a second owner of the same architecture reuses independents.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +45,49 @@ from fpbench.zoo.store import ArtefactStore
 log = logging.getLogger(__name__)
 SHADOW_VERSION = "1"
 PIRATE_KINDS = ("finetune", "prune", "noise")
+
+# The transform family each kind of owner-derived shadow imitates (independent shadows imitate none: they are
+# trained from scratch, as the zoo's independents). ``noise`` is the first step of the grid's ``removal``;
+# ``prune`` (30% magnitude, unstructured) is ``prune30_unstructured``; a distilled surrogate is ``distill``.
+SHADOW_FAMILY: dict[str, str] = {
+    "finetune": "finetune",
+    "prune": "prune_unstructured",
+    "noise": "removal",
+    "distill": "distill",
+}
+
+
+def shadow_families(kinds: Iterable[str]) -> frozenset[str]:
+    """The transform families shadows of these kinds were made with (unknown kinds are an error)."""
+    kinds = list(kinds)
+    unknown = [k for k in kinds if k not in SHADOW_FAMILY]
+    if unknown:
+        raise ConfigError(f"unknown shadow kind '{unknown[0]}'; valid kinds: {', '.join(SHADOW_FAMILY)}")
+    return frozenset(SHADOW_FAMILY[k] for k in kinds)
+
+
+def transform_families(cfg: Mapping[str, Any], resolve: Callable[[str], Mapping[str, Any]] | None = None
+                       ) -> frozenset[str]:
+    """The families of a transform config (``name``, ``impl``, ``params``): its ``impl``, ``prune`` split by
+    ``params.structured`` (default structured), a chain the union of its steps' families. ``resolve`` turns a
+    chain step given by name into its config (default: ``conf/transform/<name>.yaml``)."""
+    impl = str(cfg.get("impl") or cfg.get("name"))
+    params = cfg.get("params") or {}
+    if impl == "chain":
+        if resolve is None:
+            from fpbench.config import load_option
+
+            def resolve(name: str) -> Mapping[str, Any]:
+                return load_option("transform", name)
+
+        steps = params.get("steps") or cfg.get("steps") or []
+        out: frozenset[str] = frozenset()
+        for step in steps:
+            out |= transform_families(resolve(step) if isinstance(step, str) else step, resolve)
+        return out
+    if impl == "prune":
+        return frozenset({"prune_structured" if params.get("structured", True) else "prune_unstructured"})
+    return frozenset({impl})
 
 
 def module_digest(model: nn.Module) -> str:
