@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, NotApplicable, Subject, require
+from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, Subject, require
 from fpbench.shadows import distilled_shadow, freeze, independent_shadow, pirated_shadow, shadow_families, shadow_seeds
 
 
@@ -134,12 +134,6 @@ class CAE(Method):
     def shadow_families(self) -> frozenset[str]:
         """The transform family the surrogates were made with (references imitate none)."""
         return shadow_families([self.p.surrogates])
-
-    def check_applicable(self, owner: Subject, suspect: Subject) -> None:
-        if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(
-                f"{self.name} checks the target label: the suspect has {suspect.spec.num_classes} classes, the owner "
-                f"{owner.spec.num_classes}")
 
     def ensemble(self, owner: Subject) -> tuple[list[nn.Module], list[nn.Module]]:
         """(surrogates, references), all frozen."""

@@ -124,11 +124,6 @@ class IPGuard(Method):
     access = "black-box labels"
     version = "2"  # 2: natural starts, k 10, converged points only (1: noise starts, unconverged points kept)
 
-    def check_applicable(self, owner: Subject, suspect: Subject) -> None:
-        if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(f"{self.name} compares labels: the suspect has {suspect.spec.num_classes} classes, "
-                                f"the owner {owner.spec.num_classes}")
-
     def _starts(self, owner: Subject, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Up to ``max_starts`` start points with their (winner, runner-up) labels, in the order they are tried."""
         p, model, classes = self.p, owner.model, owner.spec.num_classes

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, NotApplicable, Subject, require
+from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, Subject, require
 from fpbench.shadows import (
     PIRATE_KINDS,
     freeze,
@@ -150,12 +150,6 @@ class MetaFinger(Method):
     def shadow_families(self) -> frozenset[str]:
         """The transform families the pirated shadows were made with (independents imitate none)."""
         return shadow_families(self.p.pirates)
-
-    def check_applicable(self, owner: Subject, suspect: Subject) -> None:
-        if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(
-                f"{self.name} compares labels: the suspect has {suspect.spec.num_classes} classes, the owner "
-                f"{owner.spec.num_classes}")
 
     # ------------------------------------------------------------------ shadows
     def _pirates(self, owner: Subject, pool: str) -> list[nn.Module]:

@@ -124,6 +124,7 @@ class UAP(Method):
     Params = UAPParams
     p: UAPParams
     access = "black-box probabilities"
+    compares_outputs = True  # the fingerprint is the owner's output vectors
     version = "2"  # 2: the contrastive encoder (similarity: encoder) is the default
 
     def shadow_families(self) -> frozenset[str]:
@@ -131,11 +132,6 @@ class UAP(Method):
         if self.p.similarity != "encoder":
             return frozenset()
         return frozenset(PIRATE_FAMILIES[k] for k in self.p.pirates)
-
-    def check_applicable(self, owner: Subject, suspect: Subject) -> None:
-        if suspect.spec.num_classes != owner.spec.num_classes:
-            raise NotApplicable(f"{self.name} compares output vectors: the suspect has {suspect.spec.num_classes} classes, "
-                                f"the owner {owner.spec.num_classes}")
 
     # ------------------------------------------------------------------ shadows
     def _copies(self, model: nn.Module, owner: Subject, tag: str, *, cheap_only: bool) -> list[nn.Module]:

@@ -134,6 +134,7 @@ class Method(abc.ABC):
     Params: ClassVar[type[MethodParams]] = MethodParams
     access: ClassVar[Access]
     version: ClassVar[str] = "1"
+    compares_outputs: ClassVar[bool] = False  # True: owner's and suspect's output vectors are compared entry-wise
 
     def __init__(self, params: dict[str, Any] | None, ctx: MethodContext, name: str | None = None) -> None:
         self.name = name or type(self).__name__.lower()
@@ -159,12 +160,16 @@ class Method(abc.ABC):
         """Raise NotApplicable when this method cannot score this pair.
 
         Default: a method that compares the suspect's labels with the owner's needs both to predict the same
-        classes (a transfer-learned child answers in another label space); every other pair can be scored.
+        classes (a transfer-learned child answers in another label space), one that compares output vectors
+        (``compares_outputs``) the same number of them; every other pair can be scored.
         """
         if self.access == "black-box labels" and list(owner.spec.class_names) != list(suspect.spec.class_names):
             raise NotApplicable(
                 f"{self.name} compares predicted labels, but the suspect's label space ({suspect.spec.num_classes} "
                 f"classes) is not the owner's ({owner.spec.num_classes} classes)")
+        if self.compares_outputs and suspect.spec.num_classes != owner.spec.num_classes:
+            raise NotApplicable(f"{self.name} compares output vectors: the suspect has {suspect.spec.num_classes} "
+                                f"classes, the owner {owner.spec.num_classes}")
 
     def shadow_families(self) -> frozenset[str]:
         """The transform families (``fpbench.shadows.transform_families``) of the shadow models this method trains
