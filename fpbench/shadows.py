@@ -25,7 +25,6 @@ owner-derived ones), so a second owner of the same architecture reuses independe
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -39,7 +38,7 @@ from fpbench.api import ConfigError, ModelSpec
 from fpbench.data import ImageSet
 from fpbench.models import build_module
 from fpbench.train import TrainConfig, train
-from fpbench.utils import seed_everything, stable_hash
+from fpbench.utils import module_digest, seed_everything, stable_hash
 from fpbench.zoo.store import ArtefactStore
 
 log = logging.getLogger(__name__)
@@ -88,16 +87,6 @@ def transform_families(cfg: Mapping[str, Any], resolve: Callable[[str], Mapping[
     if impl == "prune":
         return frozenset({"prune_structured" if params.get("structured", True) else "prune_unstructured"})
     return frozenset({impl})
-
-
-def module_digest(model: nn.Module) -> str:
-    """A hash of a module's state dict (names, shapes, values): identifies the owner a shadow derives from."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
 
 
 def freeze(model: nn.Module) -> nn.Module:
