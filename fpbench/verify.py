@@ -72,6 +72,7 @@ class Verdict:
     owner_accuracy: float = float("nan")
     suspect_accuracy: float = float("nan")
     warnings: list[str] = field(default_factory=list)
+    status: str = "ok"  # "ok" | "n/a" (the method cannot compare this pair; ``calibration`` says why) | "error"
 
     def lines(self) -> list[str]:
         fixed = "DERIVED" if self.decision else "not derived"
@@ -252,17 +253,22 @@ def run(req: Request) -> list[Verdict]:
                    " once to create them")
         cal = thresholds.conformal_from_scores(null, req.target_fpr, how) if null.size else None
         for rec in scored:
-            verdicts.append(_verdict(rec, method.threshold, cal, null, how, data, evaluator, owner, suspects))
+            verdicts.append(_verdict(rec, method.threshold, cal, null, how, data))
+    if all(v.status != "ok" for v in verdicts):  # nothing could be scored: say why, as an error
+        v = verdicts[0]
+        raise FpbenchError(f"method {v.method} cannot score {v.suspect} against {owner.id}: {v.calibration}")
     return verdicts
 
 
 def _verdict(rec: Record, threshold: float, cal: thresholds.Threshold | None, null: np.ndarray, how: str,
-             data: DataBundle, evaluator: Evaluator, owner: Candidate, suspects: list[Candidate]) -> Verdict:
-    if rec.status != "ok":
-        raise FpbenchError(f"method {rec.method} cannot score {rec.suspect} against {rec.owner}: {rec.error}")
-    if not math.isfinite(rec.score):
-        raise FpbenchError(f"method {rec.method} gave a non-finite score ({rec.score}) for {rec.suspect}: a model "
-                           "with non-finite weights or outputs? No verdict is possible")
+             data: DataBundle) -> Verdict:
+    if rec.status != "ok" or not math.isfinite(rec.score):
+        why = rec.error if rec.status != "ok" else (f"a non-finite score ({rec.score}): a model with non-finite "
+                                                     "weights or outputs? No verdict is possible")
+        return Verdict(method=rec.method, suspect=rec.suspect, score=float("nan"), threshold=threshold, decision=False,
+                       calibrated_threshold=None, calibrated_decision=None, calibration=why,
+                       status="n/a" if rec.status == "n/a" else "error", owner_accuracy=rec.owner_accuracy,
+                       suspect_accuracy=rec.suspect_accuracy)
     n_test = min(len(data.split("test")), 1000)
     warnings = []
     for who, acc in (("owner", rec.owner_accuracy), (f"suspect {rec.suspect}", rec.suspect_accuracy)):
@@ -353,13 +359,15 @@ def render(verdicts: list[Verdict], fmt: str) -> str:
         return "\n".join(verdicts[0].lines())
     table = pd.DataFrame([{
         "suspect": v.suspect, "method": v.method, "score": round(v.score, 4), "threshold": round(v.threshold, 4),
-        "fixed": "DERIVED" if v.decision else "not derived", "null n": v.null_size,
+        "fixed": ("DERIVED" if v.decision else "not derived") if v.status == "ok" else v.status,
+        "null n": v.null_size,
         "p-value": None if v.p_value is None else round(v.p_value, 4),
         "calibrated t": None if v.calibrated_threshold is None else round(v.calibrated_threshold, 4),
         "calibrated": "-" if v.calibrated_decision is None else ("DERIVED" if v.calibrated_decision else "not derived"),
     } for v in verdicts])
-    notes = sorted({f"{v.method}: {v.calibration}" for v in verdicts} | {f"warning: {w}" for v in verdicts
-                                                                        for w in v.warnings})
+    notes = sorted({f"{v.method}: {v.calibration}" for v in verdicts if v.status == "ok"}
+                   | {f"{v.method} x {v.suspect}: {v.status}: {v.calibration}" for v in verdicts if v.status != "ok"}
+                   | {f"warning: {w}" for v in verdicts for w in v.warnings})
     return table.to_markdown(index=False) + "\n\n" + "\n".join(notes)
 
 
