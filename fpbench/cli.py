@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from fpbench.registry import Registry
+from fpbench.registry import registry_of
 
-COMMANDS = Registry("command")
-for _name, _entry in {
+COMMANDS = registry_of("command", {
     "run": "fpbench.run:cli",
     "zoo": "fpbench.zoo.__main__:cli",
     "verify": "fpbench.verify:cli",
@@ -15,8 +14,7 @@ for _name, _entry in {
     "transfer": "fpbench.transfer.__main__:cli",
     "lineage": "fpbench.lineage.__main__:cli",
     "attacks": "fpbench.cmf.attacks:cli",
-}.items():
-    COMMANDS.register(_name, _entry)
+})
 
 
 def main() -> None:

@@ -115,6 +115,11 @@ def build_params(cls: type[P], values: Mapping[str, Any] | None, where: str) -> 
         close = difflib.get_close_matches(key, list(fields), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"unknown parameter '{key}' of {where}.{hint} Valid parameters: {', '.join(sorted(fields))}")
+    required = [f.name for f in fields.values()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in values]
+    if missing:
+        raise ConfigError(f"missing parameter '{missing[0]}' of {where}; set params.{missing[0]}")
     kwargs = {}
     for key, value in values.items():
         ok, coerced = _type_ok(value, hints[key])
