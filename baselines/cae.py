@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, Subject, require
+from fpbench.params import require_fillable
 from fpbench.shadows import distilled_shadow, freeze, independent_shadow, pirated_shadow, shadow_families, shadow_seeds
 
 
@@ -106,11 +107,7 @@ class CAEParams(MethodParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
-        require(self.rounds >= 1, "rounds", f"must be >= 1, got {self.rounds}")
-        require(self.candidates * self.rounds >= self.queries, "candidates",
-                f"candidates x rounds must be >= queries={self.queries} (else the fingerprint can never be filled), "
-                f"got {self.candidates} x {self.rounds}")
+        require_fillable(self.queries, self.rounds, self.candidates)
         require(0 < self.eps <= 1, "eps", f"must be in (0, 1] (L-inf radius in [0, 1] pixels), got {self.eps}")
         require(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

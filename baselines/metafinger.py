@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpbench.api import Fingerprint, FpbenchError, Method, MethodParams, Subject, require
+from fpbench.params import require_fillable
 from fpbench.shadows import (
     PIRATE_KINDS,
     freeze,
@@ -120,11 +121,7 @@ class MetaFingerParams(MethodParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.queries >= 1, "queries", f"must be >= 1, got {self.queries}")
-        require(self.rounds >= 1, "rounds", f"must be >= 1, got {self.rounds}")
-        require(self.candidates * self.rounds >= self.queries, "candidates",
-                f"candidates x rounds must be >= queries={self.queries} (else the fingerprint can never be filled), "
-                f"got {self.candidates} x {self.rounds}")
+        require_fillable(self.queries, self.rounds, self.candidates)
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.alpha >= 0, "alpha", f"must be >= 0, got {self.alpha}")

@@ -52,6 +52,16 @@ class TransformParams(Params):
     """Base of every transform's parameters (a transform with none uses it as is)."""
 
 
+def require_fillable(queries: int, rounds: int, candidates: int) -> None:
+    """For methods that fill a fingerprint in rounds of screened candidates (MetaFinger, CAE): the budget can be
+    filled at all."""
+    require(queries >= 1, "queries", f"must be >= 1, got {queries}")
+    require(rounds >= 1, "rounds", f"must be >= 1, got {rounds}")
+    require(candidates * rounds >= queries, "candidates",
+            f"candidates x rounds must be >= queries={queries} (else the fingerprint can never be filled), "
+            f"got {candidates} x {rounds}")
+
+
 def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
     """Whether ``value`` fits the annotation ``hint``, and the value coerced (an int for a float field)."""
     origin = typing.get_origin(hint)
