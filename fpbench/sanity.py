@@ -26,6 +26,12 @@ def first_non_finite(tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, t
     """The name of the first floating-point tensor holding a NaN or an infinity, or None when all are finite."""
     items = tensors.items() if isinstance(tensors, Mapping) else tensors
     for name, t in items:
+        if type(t) is not torch.Tensor and not isinstance(t, torch.nn.Parameter):
+            # a library's quantized tensor (torchao) supports few ops: check the values it computes with
+            dequantize = getattr(t, "dequantize", None)
+            if dequantize is None:
+                continue
+            t = dequantize()
         if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
             return name
     return None

@@ -47,7 +47,7 @@ def scored_as(method: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def scored(ci_zoo, ci_zoo_cfg: dict, ci_runs_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    ref = pd.read_csv(REFERENCE)
+    ref = pd.read_csv(REFERENCE, keep_default_na=False, na_values=[""])  # status "n/a" is a value, not missing
     ref = ref[ref["method"].map(scored_as).notna()]
     frames = []
     cells = ref.loc[ref["transform"] != CALIBRATION, ["method", "transform"]].drop_duplicates()
