@@ -1,7 +1,7 @@
 """An external case set, made outside fpbench's zoo with plain timm code and its own training loop.
 
     python scripts/external_cases.py --out runs/external            # the full set (minutes on one core)
-    python scripts/external_cases.py --out /tmp/ext --quick         # a tiny set for tests (~30 s)
+    python scripts/external_cases.py --out runs/external-quick --quick         # a tiny set for tests (~30 s)
 
 Data: scikit-learn's digits (the only real image set offline besides the tiny zoo's Fashion-MNIST), upscaled
 to 32x32 and coloured (each image's strokes get a random RGB colour), so it is neither the tiny zoo's task nor
