@@ -86,13 +86,15 @@ def calibration_path(runs_dir: Path | str, zoo: str, method: str) -> Path:
     return cell_path(runs_dir, zoo, method, CALIBRATION)
 
 
-def stored(runs_dir: Path | str, zoo: str, method: str, target_fpr: float) -> Threshold | None:
-    """The threshold of a method's stored calibration records on a zoo, described by the roots it came from."""
+def stored_null(runs_dir: Path | str, zoo: str, method: str) -> tuple[np.ndarray, str]:
+    """Scores of a method's stored calibration pairs on a zoo (owners vs held-out independent roots) and where
+    they come from, in words; empty when there are none."""
     df = read_cell(calibration_path(runs_dir, zoo, method))
-    if df is None or df.empty or not (df["status"] == "ok").any():
-        return None
-    suspects = sorted(set(df.loc[df["status"] == "ok", "suspect"]))
-    return from_records(df, target_fpr, f"zoo '{zoo}' owners vs its held-out independent roots {', '.join(suspects)}")
+    if df is None:
+        return np.array([]), ""
+    ok = df[df["status"] == "ok"]
+    return ok["score"].to_numpy(dtype=float), (f"zoo '{zoo}' owners vs its held-out independent roots "
+                                               f"{', '.join(sorted(set(ok['suspect'])))}")
 
 
 def empirical_p_value(score: float, null: np.ndarray | list[float]) -> float:

@@ -83,14 +83,14 @@ def read_folder(folder: Path, channels: int, labels: str | None = None) -> tuple
     subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     files: list[Path] = []
     y: list[int] = []
-    if subdirs and _labels_file(folder, labels) is None:
+    lf = _labels_file(folder, labels)
+    if subdirs and lf is None:
         classes = [d.name for d in subdirs]
         for i, d in enumerate(subdirs):
             found = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             files += found
             y += [i] * len(found)
     else:
-        lf = _labels_file(folder, labels)
         if lf is None:
             raise ConfigError(f"data={folder}: no class sub-folders and no labels file; use one sub-folder per class "
                               "(ImageFolder layout) or put a labels.csv ('file name,label' lines) beside the images")

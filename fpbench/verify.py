@@ -79,10 +79,8 @@ class Verdict:
         out = [f"method {self.method}: score {self.score:.4f}"]
         if self.null_size:
             out.append(f"null: {self.null_size} negatives, p-value {self.p_value:.4f}")
-            out.append(f"fixed threshold {self.threshold:.4f} -> {fixed}")
-        else:
-            out.append(f"fixed threshold {self.threshold:.4f} -> {fixed} (uncalibrated for this task)"
-                       if "uncalibrated" in self.calibration else f"fixed threshold {self.threshold:.4f} -> {fixed}")
+        note = " (uncalibrated for this task)" if "uncalibrated" in self.calibration else ""
+        out.append(f"fixed threshold {self.threshold:.4f} -> {fixed}{note}")
         if self.calibrated_threshold is not None:
             out.append(f"calibrated threshold {self.calibrated_threshold:.4f} -> "
                        f"{'DERIVED' if self.calibrated_decision else 'not derived'} ({self.calibration})")
@@ -192,18 +190,6 @@ def near_chance(acc: float, classes: int, n: int) -> bool:
     return math.isfinite(acc) and acc < chance + max(0.1, 3 * math.sqrt(chance * (1 - chance) / max(n, 1)))
 
 
-def stored_null(runs_dir: Path, zoo: str, method: str) -> tuple[np.ndarray, str]:
-    """Scores of a method's stored zoo calibration pairs (owners vs held-out independent roots)."""
-    from fpbench.records import read_cell
-
-    df = read_cell(thresholds.calibration_path(runs_dir, zoo, method))
-    if df is None:
-        return np.array([]), ""
-    ok = df[df["status"] == "ok"]
-    return ok["score"].to_numpy(dtype=float), (f"zoo '{zoo}' owners vs its held-out independent roots "
-                                               f"{', '.join(sorted(set(ok['suspect'])))}")
-
-
 def run(req: Request) -> list[Verdict]:
     """Every suspect against the owner under every method, each compared with the task's null."""
     configure_threads()
@@ -244,7 +230,7 @@ def run(req: Request) -> list[Verdict]:
         null = np.array([r.score for r in null_recs if r.status == "ok" and math.isfinite(r.score)])
         how = "; ".join(sources)
         if not sources and req.data is None:
-            null, how = stored_null(Path(req.runs_dir), req.zoo_cfg["name"], method_cfg["name"])
+            null, how = thresholds.stored_null(req.runs_dir, req.zoo_cfg["name"], method_cfg["name"])
         if null.size == 0:
             how = ("uncalibrated for this task: give negatives=DIR (independent models of the same task) or "
                    "calibrate=K (train K here)" if req.data is not None or sources else

@@ -39,9 +39,9 @@ from fpbench.data import DataBundle, ImageSet
 from fpbench.errors import ConfigError
 from fpbench.evaluate import Candidate, Evaluator, Provenance, make_method, method_impl
 from fpbench.metrics import auc
-from fpbench.models import build_module
+from fpbench.modelfiles import load_module
 from fpbench.records import to_frame
-from fpbench.safeload import check_fits, load_state
+from fpbench.utils import file_sha256
 from fpbench.zoo.store import ArtefactStore
 
 # every method config but the embedded cmf ones (they need owners protected by the cmf_embed transform)
@@ -67,16 +67,8 @@ def candidate(cases: Path, name: str, data: DataBundle) -> Candidate:
     meta = json.loads((cases / f"{name}.json").read_text())
     spec = dataclasses.replace(ModelSpec.from_dict(meta), data_id=data.id)
     path = cases / f"{name}.safetensors"
-
-    def load() -> torch.nn.Module:
-        model = build_module(spec)
-        state = {f"net.{k}": v for k, v in load_state(path).items()}  # the wrapper holds the timm net as .net
-        check_fits(model, state)
-        model.load_state_dict(state, strict=True)
-        return model.eval()
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Candidate(id=name, key=f"file:{digest}", spec=spec, load=load, root_ids=(meta["root"],),
+    return Candidate(id=name, key=f"file:{file_sha256(path)}", spec=spec,
+                     load=lambda: load_module(path, spec), root_ids=(meta["root"],),
                      arch=meta["arch_key"], stored_accuracy=float(meta["test_accuracy"]))
 
 
