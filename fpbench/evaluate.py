@@ -209,14 +209,18 @@ class Evaluator:
         return rec
 
     def evaluate(self, owners: list[Candidate], suspects: list[tuple[Candidate, str | None]],
-                 prov: Provenance) -> list[Record]:
-        """Records of every owner x suspect; a suspect given with a reason (its transform does not apply) is
-        recorded n/a against every owner without being loaded. Suspects are streamed: one in memory at a time."""
+                 prov: Provenance, include: Callable[[Candidate, Candidate], bool] | None = None) -> list[Record]:
+        """Records of every owner x suspect (``include(owner, suspect)`` filters the pairs); a suspect given with
+        a reason (its transform does not apply) is recorded n/a against every owner without being loaded.
+        Suspects are streamed: one in memory at a time."""
         fps = {owner.id: self.fingerprint(owner) for owner in owners}
         records = []
         for cand, na_reason in suspects:
+            pair_owners = [o for o in owners if include is None or include(o, cand)]
+            if not pair_owners:
+                continue
             suspect = None if na_reason else self.subject(cand)
-            for owner in owners:
+            for owner in pair_owners:
                 fp, fp_seconds = fps[owner.id]
                 rec = base_record(prov, self.method.threshold, owner, cand, fingerprint_seconds=fp_seconds,
                                   owner_accuracy=self.accuracy[owner.key])

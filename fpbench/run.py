@@ -52,7 +52,7 @@ class CellSpec:
 
     @property
     def config_hash(self) -> str:
-        return stable_hash({"v": RECORD_VERSION, "zoo": self.zoo_cfg, **method_identity(self.method_cfg),
+        return stable_hash({"v": RECORD_VERSION, "zoo": scored_zoo(self.zoo_cfg), **method_identity(self.method_cfg),
                             "transform": resolved_transform(self.transform_cfg), "seed": self.seed})
 
     @property
@@ -67,8 +67,20 @@ def method_identity(method_cfg: dict[str, Any]) -> dict[str, Any]:
     return {"method": resolved_method(method_cfg), **({"protect": resolved_transform(protect)} if protect else {})}
 
 
+CALIBRATION_KEYS = ("calibration", "calibration_transforms")
+
+
+def scored_zoo(zoo_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The zoo config a cell's records depend on: more calibration models change thresholds, not cells."""
+    return {k: v for k, v in zoo_cfg.items() if k not in CALIBRATION_KEYS}
+
+
 def calibration_hash(zoo_cfg: dict[str, Any], method_cfg: dict[str, Any], seed: int) -> str:
     return stable_hash({"v": RECORD_VERSION, "zoo": zoo_cfg, **method_identity(method_cfg), "seed": seed})
+
+
+def unrelated(owner: Candidate, suspect: Candidate) -> bool:
+    return not set(owner.root_ids) & set(suspect.root_ids)
 
 
 def candidate(zoo: Zoo, zm: ZooModel) -> Candidate:
@@ -107,16 +119,20 @@ class CellRunner:
         return [self.zoo.child(r, protect) for r in roots] if protect else roots
 
     def calibration(self, method: Method, method_cfg: dict[str, Any], force: bool = False) -> pd.DataFrame:
-        """Scores of every owner root against the held-out calibration roots (stored once per method)."""
+        """Scores of every owner against the held-out calibration models, stored once per method.
+
+        Owners are the roots and the calibration roots; suspects are the calibration roots and their children.
+        A pair of a calibration root and its own descendant is left out: every stored pair is a negative."""
         s = self.spec
         path = thresholds.calibration_path(s.runs_dir, s.zoo_cfg["name"], method_cfg["name"])
         chash = calibration_hash(s.zoo_cfg, method_cfg, s.seed)
         if not force and cell_done(path, chash):
             return read_cell(path)  # type: ignore[return-value]
-        owners = self.candidates(self.owners(method_cfg, self.zoo.roots()))
-        suspects = self.candidates(self.owners(method_cfg, self.zoo.calibration_roots()))
+        owners = self.candidates(self.owners(method_cfg, [*self.zoo.roots(), *self.zoo.calibration_roots()]))
+        suspects = self.candidates(self.owners(method_cfg, self.zoo.calibration_models()))
         prov = Provenance(s.zoo_cfg["name"], method_cfg["name"], CALIBRATION, chash, s.seed, role="calibration")
-        df = to_frame(self.evaluator(method).evaluate(owners, [(c, None) for c in suspects], prov))
+        df = to_frame(self.evaluator(method).evaluate(owners, [(c, None) for c in suspects], prov,
+                                                      include=unrelated))
         write_cell(path, df)
         return df
 

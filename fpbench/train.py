@@ -57,6 +57,7 @@ class TrainConfig:
         require(self.steps <= self.max_steps, "steps", f"must be <= {self.max_steps}, got {self.steps}")
         require(self.batch_size > 0, "batch_size", f"must be > 0, got {self.batch_size}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.optimizer in ("sgd", "adamw"), "optimizer", f"must be 'sgd' or 'adamw', got {self.optimizer!r}")
 
 
 def _make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -75,6 +76,7 @@ class TrainingParams(TransformParams):
     steps: int = 150
     lr: float = 0.01
     batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9, as the roots are trained) | "adamw"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -84,7 +86,7 @@ class TrainingParams(TransformParams):
         self.train_config()  # the bounds of steps, lr and batch_size
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size)
+        return TrainConfig(steps=self.steps, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer)
 
 
 @dataclass(frozen=True)

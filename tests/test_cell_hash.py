@@ -44,3 +44,20 @@ def test_cell_hash_follows_the_methods_implementation(monkeypatch):
     before = _hash("finetune")
     monkeypatch.setattr(CrossModalFingerprinter, "version", "test-changed")
     assert _hash("finetune") != before
+
+
+def test_more_calibration_models_change_thresholds_not_cells():
+    """Adding calibration roots or their children re-runs the calibration pairs only, never a scored cell."""
+    from fpbench.run import calibration_hash
+
+    zoo = load_option("zoo", "ci")
+    more = {**zoo, "calibration_transforms": [*zoo["calibration_transforms"], "rescale"]}
+    method = load_option("method", "cmf")
+
+    def cell(z: dict) -> str:
+        return CellSpec(zoo_cfg=z, method_cfg=method, transform_cfg=load_option("transform", "finetune"),
+                        runs_dir=Path("unused")).config_hash
+
+    assert cell(more) == cell(zoo)
+    assert calibration_hash(more, method, 0) != calibration_hash(zoo, method, 0)
+    assert cell({**zoo, "train": {**zoo["train"], "steps": 121}}) != cell(zoo)  # the scored models do change cells

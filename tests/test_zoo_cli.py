@@ -113,7 +113,7 @@ def test_ctrl_c_stops_in_one_line_and_the_same_command_resumes(tmp_path: Path) -
     assert "models finished" in lines[0] and f"python -m fpbench.zoo {' '.join(args)}" in lines[0]
 
     p = plan("ci", ["permute"])
-    assert len(p.models) == len(p.roots) + len(p.calibration) + len(p.roots)  # one child per root
+    assert len(p.models) == len(p.roots) + len(p.calibration) + len(p.calibration_children) + len(p.roots)
     kept = stored(runs)
     assert 1 <= kept < len(p.models)
     resumed = build(p, runs, device="cpu")

@@ -17,7 +17,7 @@ import pandas as pd
 from fpbench import thresholds
 from fpbench.evaluate import Provenance
 from fpbench.records import to_frame, write_cell
-from fpbench.run import CellRunner, method_identity
+from fpbench.run import CellRunner, method_identity, scored_zoo
 from fpbench.utils import stable_hash
 from fpbench.zoo.build import ZooModel
 
@@ -45,7 +45,7 @@ def pairwise_scores(runner: CellRunner, method_cfg: dict, models: list[ZooModel]
     """score(fingerprint(u), v) for every ordered pair of ``models`` (self pairs included), cached on disk."""
     spec = runner.spec
     zoo = spec.zoo_cfg["name"]
-    config_hash = stable_hash({"v": SCORES_VERSION, "zoo": spec.zoo_cfg, **method_identity(method_cfg),
+    config_hash = stable_hash({"v": SCORES_VERSION, "zoo": scored_zoo(spec.zoo_cfg), **method_identity(method_cfg),
                                "seed": spec.seed, "models": sorted((m.id, m.key) for m in models)})
     path = scores_path(spec.runs_dir, zoo, method_cfg["name"])
     if not force and path.exists():

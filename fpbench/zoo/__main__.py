@@ -46,9 +46,13 @@ class ZooPlan:
         return [f"{r}/{t}" for t in self.transforms for r in self.roots]
 
     @property
+    def calibration_children(self) -> list[str]:
+        return [f"{r}/{t}" for t in self.zoo_cfg.get("calibration_transforms") or [] for r in self.calibration]
+
+    @property
     def models(self) -> list[str]:
         """Every model of the plan in build order: roots, calibration roots, then each transform's children."""
-        return [*self.roots, *self.calibration, *self.children]
+        return [*self.roots, *self.calibration, *self.calibration_children, *self.children]
 
     @property
     def positives(self) -> int:  # each child against its own root
@@ -67,6 +71,8 @@ class ZooPlan:
                  f"{len(self.transforms)} transforms -> {len(self.children)} children",
                  f"  roots: {', '.join(self.roots)}",
                  f"  calibration roots (thresholds only, never scored): {', '.join(self.calibration)}",
+                 f"  calibration children: {len(self.calibration_children)} "
+                 f"({', '.join(self.zoo_cfg.get('calibration_transforms') or []) or 'none'})",
                  f"  transforms: {', '.join(self.transforms)}",
                  f"  pairs per method: {self.pairs} ({self.positives} positives, {self.negatives} negatives)"]
         return "\n".join(lines)
@@ -139,9 +145,14 @@ def build(zoo_plan: ZooPlan, runs_dir: Path, device: str = "auto", seed: int = 0
     with bar, logging_redirect_tqdm():
         t0 = time.perf_counter()
         roots = [step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s)) for a, s in zoo.root_entries("roots")]
-        for a, s in zoo.root_entries("calibration"):
-            step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s))
+        calibration = [step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s)) for a, s in zoo.root_entries("calibration")]
         seconds["roots"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        for t in zoo.calibration_transforms():
+            for root in calibration:
+                step(f"{root.id}/{t}", lambda root=root, t=t: zoo.child(root, t))
+        if zoo.calibration_transforms():
+            seconds["calibration children"] = time.perf_counter() - t1
         for t in zoo_plan.transforms:
             t1 = time.perf_counter()
             for root in roots:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult
 from fpbench.config import load_option
 from fpbench.data import DataBundle, load_bundle
 from fpbench.models import build_module, count_parameters
@@ -141,6 +141,23 @@ class Zoo:
 
     def calibration_roots(self) -> list[ZooModel]:
         return [self.root(a, s) for a, s in self.root_entries("calibration")]
+
+    def calibration_transforms(self) -> list[str]:
+        """Transforms applied to each calibration root: someone else's derived model is the realistic negative,
+        and the children multiply the held-out negatives a threshold is calibrated on."""
+        return [str(t) for t in self.cfg.get("calibration_transforms") or []]
+
+    def calibration_models(self) -> list[ZooModel]:
+        """Calibration roots and their children (a transform that cannot apply to a root is skipped)."""
+        out: list[ZooModel] = []
+        for root in self.calibration_roots():
+            out.append(root)
+            for t in self.calibration_transforms():
+                try:
+                    out.append(self.child(root, t))
+                except NotApplicable as exc:
+                    log.info("calibration child %s/%s skipped: %s", root.id, t, exc.reason)
+        return out
 
     # ---------------------------------------------------------------- children
     def child(self, parent: ZooModel, tcfg: dict[str, Any] | str) -> ZooModel:
