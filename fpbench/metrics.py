@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.stats import rankdata
 from sklearn.metrics import roc_curve
 
@@ -89,6 +90,46 @@ def bootstrap_ci(labels: np.ndarray | list[int], scores: np.ndarray | list[float
         return float("nan"), float("nan")
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def owner_bootstrap_ci(frame: pd.DataFrame, stat: Callable[[pd.DataFrame], float], n: int = 200,
+                       seed: int = 0, cluster: str = "owner") -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``stat(frame)`` resampling whole owners (clusters) with replacement.
+
+    Pairs of one owner share its fingerprint, so they are not independent draws: resampling pairs one by one
+    gives intervals that are too narrow. (NaN, NaN) when the statistic is undefined in every resample."""
+    groups = [np.asarray(ix) for ix in frame.reset_index(drop=True).groupby(cluster, sort=True).indices.values()]
+    if not groups:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        pick = rng.integers(0, len(groups), len(groups))
+        v = stat(frame.iloc[np.concatenate([groups[i] for i in pick])])
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def binomial_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact) interval of a rate of k events in n trials; (NaN, NaN) when n == 0."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def quantile_rule_fpr(target_fpr: float, n: int) -> float:
+    """The FPR the quantile rule of ``calibrate_threshold`` guarantees on a fresh exchangeable negative:
+    (floor(target * n) + 1) / (n + 1) -- above the target when n is small (with 21 negatives and 1%, 1/22)."""
+    return (math.floor(target_fpr * n + 1e-9) + 1) / (n + 1) if n > 0 else float("nan")
 
 
 def _resample(rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -57,3 +57,36 @@ def test_rank_auc_equals_sklearn_with_ties() -> None:
         labels[:2] = [0, 1]
         scores = rng.integers(0, 6, 40).astype(float)  # many ties
         assert abs(auc(labels, scores) - roc_auc_score(labels, scores)) < 1e-12
+
+
+def test_owner_clustered_interval_is_wider_than_the_pairwise_one_when_owners_differ():
+    """Pairs of one owner move together: resampling owners must show that spread, resampling pairs hides it."""
+    import pandas as pd
+
+    from fpbench import metrics as M
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for owner in range(6):
+        shift = 0.6 if owner % 2 else 0.0  # half the owners separate well, half do not
+        rows += [{"owner": owner, "label": 1, "score": shift + rng.normal(0.5, 0.05)} for _ in range(20)]
+        rows += [{"owner": owner, "label": 0, "score": rng.normal(0.5, 0.05)} for _ in range(20)]
+    frame = pd.DataFrame(rows)
+
+    def auc_of(f: pd.DataFrame) -> float:
+        return M.auc(f["label"].to_numpy(), f["score"].to_numpy())
+
+    lo_c, hi_c = M.owner_bootstrap_ci(frame, auc_of, n=200)
+    lo_p, hi_p = M.bootstrap_ci(frame["label"], frame["score"], M.auc, n=200)
+    assert hi_c - lo_c > 1.5 * (hi_p - lo_p)
+
+
+def test_binomial_interval_and_the_quantile_rule_guarantee():
+    from fpbench import metrics as M
+
+    lo, hi = M.binomial_ci(0, 42)
+    assert lo == 0.0 and abs(hi - (1 - 0.025 ** (1 / 42))) < 1e-9  # the exact upper bound of 0 events in 42
+    lo, hi = M.binomial_ci(3, 100)
+    assert 0.006 < lo < 0.007 and 0.085 < hi < 0.086
+    assert M.quantile_rule_fpr(0.01, 21) == 1 / 22  # 21 negatives cannot support 1%
+    assert M.quantile_rule_fpr(0.01, 220) == 3 / 221

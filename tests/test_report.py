@@ -85,3 +85,19 @@ def test_attack_study_cells_stay_out_of_the_grid_tables(tmp_path: Path) -> None:
     t2 = pd.read_csv(index.parent / "table2.csv").set_index("method")
     assert t2.loc["m", "Pairs"] == 6 and t2.loc["m", "TPR"] == 2 / 3  # the ft cell alone
     assert "cmf_remove100" not in set(pd.read_csv(index.parent / "cells.csv")["transform"])
+
+
+def test_table2_is_one_regime_calibrated_first_fixed_second(tmp_path: Path) -> None:
+    """Acc/TPR/FPR are at the held-out calibrated threshold; the fixed one is a labelled secondary column."""
+    write_records(tmp_path)
+    pairs = [_rec("m", "ft", 1, s, zoo="syn") for s in (0.9, 0.8, 0.55)] + [_rec("m", "ft", 0, s, zoo="syn")
+                                                                           for s in (0.1, 0.3, 0.58)]
+    write_cell(cell_path(tmp_path, "syn", "m", "ft"), to_frame(pairs))
+    t2 = pd.read_csv(build_report(tmp_path, "syn").parent / "table2.csv").set_index("method")
+    row = t2.loc["m"]
+    assert row["Cal. negatives"] == 3 and 0.6 < row["Cal. threshold"] < 0.6 + 1e-9
+    assert row["TPR"] == 2 / 3 and row["FPR"] == 0  # at the calibrated threshold (0.55 and 0.58 below it)
+    assert row["Fixed t"] == 0.5 and row["Fixed-t TPR"] == 1 and row["Fixed-t FPR"] == 1 / 3
+    assert row["FPR CI (binomial)"].startswith("0.00-0.7")  # 0 of 3: the exact interval is wide
+    assert row["Guaranteed FPR"] == 1 / 4
+    assert "TPR@1%FPR (in-sample oracle)" in t2.columns and "TPR@1%FPR" not in t2.columns
