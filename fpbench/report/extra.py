@@ -41,6 +41,9 @@ SECTIONS = Registry("report section")
 for _section in [
     Section("transform_effects", "Transform effects on the models (mean over roots: accuracy before/after, "
             "sparsity, bits, relative parameter change)", "fpbench.report.effects:transform_effects"),
+    Section("robustness", "Robustness curves: AUC and calibrated TPR per method against each family's strength, "
+            "with the child's task accuracy and relative weight change", "fpbench.report.robustness:robustness_section",
+            figures=["robustness.png"]),
     Section("lineage_claims", "Lineage tracking: ancestry claims decided from each method's scores (path: a chain "
             "of verified steps; direct: the ancestor's signature on the query)", "fpbench.lineage.report:claims_section"),
     Section("lineage_reconstruction", "Lineage reconstruction: parents recovered by a maximum spanning arborescence "

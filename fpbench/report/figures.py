@@ -27,13 +27,13 @@ def _nothing_scored(out: Path, what: str) -> Path:
 
 
 def heatmap(cells: pd.DataFrame, out: Path) -> Path:
-    """Verification accuracy at the fixed threshold beside ROC AUC (accuracy alone hides much)."""
+    """Verification accuracy at the held-out calibrated threshold beside ROC AUC (accuracy alone hides much)."""
     ok = cells[cells["status"] == "ok"]
     if ok.empty:
         return _nothing_scored(out, "heatmap")
     fig, axes = plt.subplots(1, 2, figsize=(max(10, 0.7 * ok["transform"].nunique() * 2 + 4),
                                             1.0 + 0.5 * max(2, ok["method"].nunique())))
-    for ax, col, title in ((axes[0], "accuracy", "Verification accuracy (fixed threshold)"),
+    for ax, col, title in ((axes[0], "cal_accuracy", "Verification accuracy (calibrated threshold)"),
                            (axes[1], "auc", "ROC AUC")):
         grid = ok.pivot_table(index="method", columns="transform", values=col)
         sns.heatmap(grid, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax, cbar=True,
@@ -50,7 +50,8 @@ def panels(cells: pd.DataFrame, out: Path) -> Path:
     if ok.empty:
         return _nothing_scored(out, "panels")
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    specs = [("accuracy", "(a) Verification accuracy"), ("fpr", "(b) False positive rate (fixed threshold)")]
+    specs = [("cal_accuracy", "(a) Verification accuracy (calibrated threshold)"),
+             ("cal_fpr", "(b) False positive rate (calibrated threshold)")]
     for ax, (col, title) in zip(axes[0], specs, strict=True):
         sns.barplot(data=ok, x="method", y=col, ax=ax, errorbar=None, color="#4C72B0")
         ax.set_title(title)

@@ -95,6 +95,7 @@ def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
             "mean_score_pos": fixed.mean_score_pos, "mean_score_neg": fixed.mean_score_neg, "auc": fixed.auc,
             "auc_ci_low": auc_lo, "auc_ci_high": auc_hi, "tpr_at_1fpr": fixed.tpr_at_1fpr,
             "cal_threshold": t_cal, "cal_negatives": held_out.negatives if held_out else 0,
+            "cal_accuracy": calm.accuracy if calm else float("nan"),
             "cal_tpr": calm.tpr if calm else float("nan"), "cal_tpr_ci_low": tpr_lo, "cal_tpr_ci_high": tpr_hi,
             "cal_fpr": calm.fpr if calm else float("nan"), "cal_fpr_ci_low": fpr_lo, "cal_fpr_ci_high": fpr_hi,
             "cal_fpr_binom_low": binom_lo, "cal_fpr_binom_high": binom_hi,
@@ -110,7 +111,7 @@ def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
         rows.append(_status_row(method, transform, g))
     cols = ["method", "transform", "status", "pairs", "positives", "negatives", "invalid", "n/a pairs", "threshold",
             "accuracy", "tpr", "fpr", "mean_score", "mean_score_pos", "mean_score_neg", "auc", "auc_ci_low",
-            "auc_ci_high", "tpr_at_1fpr", "cal_threshold", "cal_negatives", "cal_tpr", "cal_tpr_ci_low",
+            "auc_ci_high", "tpr_at_1fpr", "cal_threshold", "cal_negatives", "cal_accuracy", "cal_tpr", "cal_tpr_ci_low",
             "cal_tpr_ci_high", "cal_fpr", "cal_fpr_ci_low", "cal_fpr_ci_high", "cal_fpr_binom_low",
             "cal_fpr_binom_high", "fingerprint_seconds",
             "verify_seconds", "error"]
