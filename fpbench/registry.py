@@ -122,6 +122,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "advtrain": "transforms.advtrain:AdvTrain",
     "distill": "transforms.distill:Distill",
     "lora": "transforms.lora:LoRA",
+    "merge": "transforms.merge:Merge",
     "finetune_transfer": "transforms.transfer:FineTuneTransfer",
 })
 
