@@ -64,6 +64,24 @@ def test_path_confidence_is_the_product_and_every_step_must_verify() -> None:
         t.verify_ancestry("A", "A1", 0.5, rule="vote")
 
 
+def test_a_merge_of_two_roots_has_two_parents_and_is_a_descendant_of_both() -> None:
+    """A cross-root merge (A1 + B1 -> M): both parents recorded, M a descendant of both roots, ancestry of each
+    verified along its own path, and neither root's other children mistaken for M's ancestors."""
+    t = _tree()
+    t.add_model("M", arch="resnet", key="m", accuracy=0.88)
+    for parent in ("A1", "B1"):
+        t.add_transformation(parent, "M", transform="merge_soup", type="merge", params={"combine": "soup"})
+        t.set_confidence(parent, "M", 0.8)
+    t.set_confidence("A", "A1", 0.9)
+    t.set_confidence("B", "B1", 0.9)
+    assert t.parents("M") == ["A1", "B1"] and "M" not in t.roots()
+    assert "M" in t.descendants("A") and "M" in t.descendants("B")
+    for root, path in (("A", ["A", "A1", "M"]), ("B", ["B", "B1", "M"])):
+        v = t.verify_ancestry(root, "M", threshold=0.7)
+        assert v.decision and v.best_path == path
+    assert not t.verify_ancestry("A2", "M", threshold=0.0).decision  # a sibling is no ancestor
+
+
 def test_two_relation_types_into_one_model() -> None:
     """A transferred-fingerprint model: a child of the downstream model AND carrying the base owner's fingerprint."""
     t = _tree()
