@@ -87,6 +87,7 @@ def test_cae_surrogates_are_not_distilled_by_default(built, ci_zoo, tmp_path):
     ("finetune_lastlayer", {"finetune"}),
     ("chain", {"finetune", "prune_structured", "quantize"}),
     ("quant8", {"quantize"}),
+    ("merge_ties", {"merge", "finetune"}),
 ])
 def test_a_transform_config_maps_to_its_families(transform, families):
     assert transform_families(load_option("transform", transform)) == frozenset(families)
@@ -97,11 +98,14 @@ def test_every_transform_yaml_has_a_family():
         assert transform_families(load_option("transform", name)), name
 
 
+MERGES = {"merge_soup", "merge_task_arithmetic", "merge_ties", "merge_dare"}  # made of two fine-tunes
+
+
 @pytest.mark.parametrize("method,params,seen", [
-    ("metafinger", {}, {"finetune", "finetune_lastlayer", "chain"}),
+    ("metafinger", {}, {"finetune", "finetune_lastlayer", "chain", *MERGES}),
     ("metafinger", {"pirates": ["finetune", "prune", "noise"]},
-     {"finetune", "finetune_lastlayer", "chain", "prune30_unstructured", "removal"}),
-    ("cae", {}, {"finetune", "finetune_lastlayer", "chain"}),
+     {"finetune", "finetune_lastlayer", "chain", "prune30_unstructured", "removal", *MERGES}),
+    ("cae", {}, {"finetune", "finetune_lastlayer", "chain", *MERGES}),
     ("cae", {"surrogates": "distill"}, {"distill", "distill_cross"}),
 ])
 def test_the_cells_a_method_saw_in_training(method, params, seen, ci_zoo, tmp_path):

@@ -56,9 +56,13 @@ def scored(ci_zoo, ci_zoo_cfg: dict, ci_runs_dir: Path) -> tuple[pd.DataFrame, p
                         transform_cfg=transform_config(transform), runs_dir=ci_runs_dir, device="cpu", progress=False)
         df, _, _ = run_cell(spec)
         frames.append(df.assign(method=method))
+    ref_cal = set(ref.loc[ref["transform"] == CALIBRATION, ["owner", "suspect"]].itertuples(index=False, name=None))
     for method in cells["method"].unique():
         cal = pd.read_parquet(ci_runs_dir / "records" / "ci" / scored_as(method) / f"{CALIBRATION}.parquet")
-        frames.append(cal.assign(method=method))
+        # The pool has grown since (calibration roots' children, calibration roots as owners): the reference's
+        # pairs (roots vs calibration roots) must all still be in it, and they are what is compared.
+        pairs = list(zip(cal["owner"], cal["suspect"], strict=True))
+        frames.append(cal[[p in ref_cal for p in pairs]].assign(method=method))
     now = pd.concat(frames, ignore_index=True)[ref.columns]
     return ref, now
 
