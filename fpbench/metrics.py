@@ -92,20 +92,20 @@ def bootstrap_ci(labels: np.ndarray | list[int], scores: np.ndarray | list[float
     return float(lo), float(hi)
 
 
-def owner_bootstrap_ci(frame: pd.DataFrame, stat: Callable[[pd.DataFrame], float], n: int = 200,
-                       seed: int = 0, cluster: str = "owner") -> tuple[float, float]:
-    """95% percentile-bootstrap interval of ``stat(frame)`` resampling whole owners (clusters) with replacement.
+def owner_bootstrap_ci(clusters: np.ndarray | pd.Series, stat: Callable[..., float], *columns: np.ndarray,
+                       n: int = 200, seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``stat(*columns)`` resampling whole clusters (owners) with replacement.
 
     Pairs of one owner share its fingerprint, so they are not independent draws: resampling pairs one by one
     gives intervals that are too narrow. (NaN, NaN) when the statistic is undefined in every resample."""
-    groups = [np.asarray(ix) for ix in frame.reset_index(drop=True).groupby(cluster, sort=True).indices.values()]
+    groups = list(pd.Series(np.asarray(clusters)).groupby(np.asarray(clusters), sort=True).indices.values())
     if not groups:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     vals = []
     for _ in range(n):
-        pick = rng.integers(0, len(groups), len(groups))
-        v = stat(frame.iloc[np.concatenate([groups[i] for i in pick])])
+        idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+        v = stat(*(np.asarray(c)[idx] for c in columns))
         if np.isfinite(v):
             vals.append(v)
     if not vals:

@@ -2,7 +2,7 @@
 pairs it scores. Used by the run summary, the tables, ``verify`` and lineage.
 
 Calibration records are the rows of the pseudo-cell ``_calibration`` of each method (owners vs held-out
-independent roots, ``role='calibration'``). A threshold carries the number of negatives it came from, so a
+calibration models, ``role='calibration'``). A threshold carries the number of negatives it came from, so a
 reader sees whether that supports the FPR it claims (n >= 1/FPR).
 """
 
@@ -87,14 +87,15 @@ def calibration_path(runs_dir: Path | str, zoo: str, method: str) -> Path:
 
 
 def stored_null(runs_dir: Path | str, zoo: str, method: str) -> tuple[np.ndarray, str]:
-    """Scores of a method's stored calibration pairs on a zoo (owners vs held-out independent roots) and where
+    """Scores of a method's stored calibration pairs on a zoo (owners vs held-out calibration models) and where
     they come from, in words; empty when there are none."""
     df = read_cell(calibration_path(runs_dir, zoo, method))
     if df is None:
         return np.array([]), ""
     ok = df[df["status"] == "ok"]
-    return ok["score"].to_numpy(dtype=float), (f"zoo '{zoo}' owners vs its held-out independent roots "
-                                               f"{', '.join(sorted(set(ok['suspect'])))}")
+    roots = sorted({str(s).split("/")[0] for s in ok["suspect"]})  # a calibration child names its root first
+    return ok["score"].to_numpy(dtype=float), (f"zoo '{zoo}' owners vs {ok['suspect'].nunique()} held-out "
+                                               f"calibration models (roots {', '.join(roots)} and their children)")
 
 
 def empirical_p_value(score: float, null: np.ndarray | list[float]) -> float:

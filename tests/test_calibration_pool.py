@@ -11,13 +11,12 @@ from fpbench.zoo.__main__ import plan
 
 def test_tiny_calibration_gives_every_method_200_negatives():
     """Counted from the tiny config: same-architecture-only methods (weightcos, cmf) get >= 200 negatives too."""
-    p = plan("tiny", ["finetune"])
-    zoo = p.zoo_cfg
-    cal_archs = [a for entry in zoo["calibration"] for a in [entry["arch"]] * len(entry["seeds"])]
-    per_root = 1 + len(zoo["calibration_transforms"])
-    owner_archs = [e["arch"] for e in zoo["roots"] for _ in e["seeds"]] + cal_archs
-    same_arch = sum(per_root * (cal_archs.count(a) - (1 if i >= len(owner_archs) - len(cal_archs) else 0))
-                    for i, a in enumerate(owner_archs))
+    zoo = plan("tiny", ["finetune"]).zoo_cfg
+    per_root = 1 + len(zoo["calibration_transforms"])  # a calibration root and its children
+    cal = {e["arch"]: len(e["seeds"]) for e in zoo["calibration"]}
+    owners = {e["arch"]: len(e["seeds"]) for e in zoo["roots"]}
+    # a root owner meets every same-arch calibration family; a calibration owner every one but its own
+    same_arch = sum((owners.get(a, 0) * n + n * (n - 1)) * per_root for a, n in cal.items())
     assert same_arch >= 200
 
 

@@ -73,10 +73,8 @@ def test_owner_clustered_interval_is_wider_than_the_pairwise_one_when_owners_dif
         rows += [{"owner": owner, "label": 0, "score": rng.normal(0.5, 0.05)} for _ in range(20)]
     frame = pd.DataFrame(rows)
 
-    def auc_of(f: pd.DataFrame) -> float:
-        return M.auc(f["label"].to_numpy(), f["score"].to_numpy())
-
-    lo_c, hi_c = M.owner_bootstrap_ci(frame, auc_of, n=200)
+    lo_c, hi_c = M.owner_bootstrap_ci(frame["owner"], M.auc, frame["label"].to_numpy(), frame["score"].to_numpy(),
+                                      n=200)
     lo_p, hi_p = M.bootstrap_ci(frame["label"], frame["score"], M.auc, n=200)
     assert hi_c - lo_c > 1.5 * (hi_p - lo_p)
 

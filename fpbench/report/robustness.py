@@ -28,7 +28,8 @@ COLUMNS = ["family", "strength", "transform", "method", "AUC", "Cal. TPR", "Cal.
 def robustness_table(cells: pd.DataFrame, effects: pd.DataFrame, curves: dict[str, list[str]] = CURVES) -> pd.DataFrame:
     """One row per (family, strength, method) whose cell was scored."""
     ok = cells[cells["status"] == "ok"].set_index(["method", "transform"])
-    eff = effects.set_index("transform") if len(effects) else pd.DataFrame()
+    eff = effects.set_index("transform") if len(effects) else pd.DataFrame(columns=["accuracy after",
+                                                                                   "relative change norm"])
     rows = []
     for family, steps in curves.items():
         for strength, transform in enumerate(steps, start=1):
@@ -36,10 +37,8 @@ def robustness_table(cells: pd.DataFrame, effects: pd.DataFrame, curves: dict[st
                 cell = ok.loc[(method, transform)]
                 rows.append({"family": family, "strength": strength, "transform": transform, "method": method,
                              "AUC": cell["auc"], "Cal. TPR": cell["cal_tpr"], "Cal. FPR": cell["cal_fpr"],
-                             "child accuracy": eff["accuracy after"].get(transform, float("nan")) if len(eff) else
-                             float("nan"),
-                             "relative change norm": eff["relative change norm"].get(transform, float("nan"))
-                             if len(eff) else float("nan")})
+                             "child accuracy": eff["accuracy after"].get(transform, float("nan")),
+                             "relative change norm": eff["relative change norm"].get(transform, float("nan"))})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -50,6 +49,7 @@ def draw(table: pd.DataFrame, out: Path) -> Path:
     fig, axes = plt.subplots(2, len(families), figsize=(3.4 * len(families), 6.4), squeeze=False)
     for col, family in enumerate(families):
         g = table[table["family"] == family]
+        acc = g.drop_duplicates("transform")
         for row, metric in enumerate(("AUC", "Cal. TPR")):
             ax = axes[row][col]
             for method, m in g.groupby("method"):
@@ -57,7 +57,6 @@ def draw(table: pd.DataFrame, out: Path) -> Path:
             ax.set_ylim(-0.02, 1.02)
             ax.set_xticks(range(1, len(CURVES[family]) + 1), CURVES[family], rotation=30, fontsize=7)
             ax.set_title(f"{family}: {metric}", fontsize=9)
-            acc = g.drop_duplicates("transform")
             twin = ax.twinx()
             twin.plot(acc["strength"], acc["child accuracy"], "k--", marker="s", label="child accuracy")
             twin.set_ylim(0, 1.02)
@@ -77,7 +76,7 @@ def robustness_section(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame 
     if df.empty:
         return None
     models = read_models(models_path(runs_dir, zoo))
-    table = robustness_table(tables.cell_table(df), effects_table(models if models is not None else pd.DataFrame()))
+    table = robustness_table(tables.cell_table(df, intervals=False), effects_table(models if models is not None else pd.DataFrame()))
     if table.empty:
         return None
     draw(table, Path(out_dir) / "robustness.png")

@@ -14,6 +14,7 @@ has its row in Tables II-III, with the failures counted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from fpbench.thresholds import CALIBRATION
 
 PAPER = yaml.safe_load((Path(__file__).with_name("paper_values.yaml")).read_text())
 BOOTSTRAP = 200
+NO_INTERVAL = (float("nan"), float("nan"))
 DAMAGED = "records file unreadable"
 
 
@@ -44,17 +46,31 @@ def split_records(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Data
     return ok[measured.astype(bool)], cal, bad
 
 
-def _rate(frame: pd.DataFrame, threshold: float, label: int) -> float:
-    """Share of the frame's pairs of this label decided 'derived' at the threshold (NaN when it has none)."""
-    g = frame[frame["label"] == label]
-    s = g["score"].to_numpy(dtype=float)
-    return float((np.isfinite(s) & (s >= threshold)).mean()) if len(s) else float("nan")
+def _share(label: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The share of the pairs of this label decided 'derived' (TPR for 1, FPR for 0; NaN when there are none)."""
+    def share(labels: np.ndarray, decisions: np.ndarray) -> float:
+        d = decisions[labels == label]
+        return float(d.mean()) if d.size else float("nan")
+    return share
 
 
-def _auc_of(frame: pd.DataFrame) -> float:
-    s = frame["score"].to_numpy(dtype=float)
-    finite = np.isfinite(s)
-    return M.auc(frame["label"].to_numpy()[finite], s[finite])
+def _finite_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    finite = np.isfinite(scores)
+    return M.auc(labels[finite], scores[finite])
+
+
+def _mean_cell_auc(labels: np.ndarray, scores: np.ndarray, cells: np.ndarray) -> float:
+    vals = [v for c in np.unique(cells) if np.isfinite(v := _finite_auc(labels[cells == c], scores[cells == c]))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _decision_intervals(g: pd.DataFrame, decisions: np.ndarray) -> dict[str, tuple[float, float]]:
+    """TPR and FPR intervals of these decisions, resampling owners, and the realised FPR's exact binomial one."""
+    labels, owners = g["label"].to_numpy(), g["owner"].to_numpy()
+    negatives = labels == 0
+    return {"tpr": M.owner_bootstrap_ci(owners, _share(1), labels, decisions, n=BOOTSTRAP),
+            "fpr": M.owner_bootstrap_ci(owners, _share(0), labels, decisions, n=BOOTSTRAP),
+            "binomial": M.binomial_ci(int(decisions[negatives].sum()), int(negatives.sum()))}
 
 
 def calibrated_thresholds(cal: pd.DataFrame, target_fpr: float) -> dict[str, float]:
@@ -69,8 +85,9 @@ def calibrated_decisions(frame: pd.DataFrame, cal_t: dict[str, float]) -> np.nda
     return np.isfinite(s) & (s >= t)
 
 
-def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
-    """One row per (method, transform): fixed- and calibrated-threshold metrics, AUC with a bootstrap CI, status."""
+def cell_table(df: pd.DataFrame, target_fpr: float = 0.01, intervals: bool = True) -> pd.DataFrame:
+    """One row per (method, transform): fixed- and calibrated-threshold metrics, AUC with an owner-clustered
+    bootstrap CI, status. ``intervals=False`` leaves the intervals NaN (a caller that reads only point values)."""
     ok, cal, bad = split_records(df)
     cal_thresholds = thresholds.per_method(cal, target_fpr)
     rows = []
@@ -81,12 +98,11 @@ def cell_table(df: pd.DataFrame, target_fpr: float = 0.01) -> pd.DataFrame:
         t_cal = held_out.value if held_out else float("nan")
         calm = M.compute(labels, scores, t_cal, target_fpr) if np.isfinite(t_cal) else None
         # Intervals resample owners, not pairs: the pairs of one owner share its fingerprint.
-        auc_lo, auc_hi = M.owner_bootstrap_ci(g, _auc_of, n=BOOTSTRAP)
-        tpr_lo, tpr_hi = M.owner_bootstrap_ci(g, lambda f, t=t_cal: _rate(f, t, 1), n=BOOTSTRAP)
-        fpr_lo, fpr_hi = M.owner_bootstrap_ci(g, lambda f, t=t_cal: _rate(f, t, 0), n=BOOTSTRAP)
-        n_neg = int((np.isfinite(scores) & (labels == 0)).sum())
-        false_pos = int(round(calm.fpr * calm.negatives)) if calm and calm.negatives else 0
-        binom_lo, binom_hi = M.binomial_ci(false_pos, n_neg) if calm else (float("nan"), float("nan"))
+        auc_lo, auc_hi = (M.owner_bootstrap_ci(g["owner"], _finite_auc, labels, scores.astype(float), n=BOOTSTRAP)
+                          if intervals else NO_INTERVAL)
+        ci = (_decision_intervals(g, np.isfinite(scores) & (scores >= t_cal)) if calm and intervals
+              else dict.fromkeys(("tpr", "fpr", "binomial"), NO_INTERVAL))
+        (tpr_lo, tpr_hi), (fpr_lo, fpr_hi), (binom_lo, binom_hi) = ci["tpr"], ci["fpr"], ci["binomial"]
         rows.append({
             "method": method, "transform": transform, "status": "ok", "pairs": fixed.pairs,
             "positives": fixed.positives, "negatives": fixed.negatives, "invalid": fixed.invalid,
@@ -155,19 +171,17 @@ def _pooled(ok: pd.DataFrame, by: str, cal: dict[str, thresholds.Threshold], tar
         dec = calibrated_decisions(g, cal_t)
         one_method = g["method"].nunique() == 1
         held_out = cal.get(str(g["method"].iloc[0])) if one_method else None
-        false_pos, n_neg = int(dec[~truth].sum()), int((~truth).sum())
-        binom = M.binomial_ci(false_pos, n_neg)
-        with_dec = g.assign(_dec=dec)
-        tpr_ci = M.owner_bootstrap_ci(with_dec, lambda f: _share(f, 1), n=BOOTSTRAP)
-        fpr_ci = M.owner_bootstrap_ci(with_dec, lambda f: _share(f, 0), n=BOOTSTRAP)
-        auc_ci = (M.owner_bootstrap_ci(g, _mean_cell_auc, n=BOOTSTRAP) if one_method
-                  else (float("nan"), float("nan")))
+        n_neg = int((~truth).sum())
+        ci = _decision_intervals(g, dec)
+        cells = (g["method"] + "/" + g["transform"]).to_numpy()
+        auc_ci = (M.owner_bootstrap_ci(g["owner"], _mean_cell_auc, labels, scores.astype(float), cells, n=BOOTSTRAP)
+                  if one_method else NO_INTERVAL)
         rows.append({
             by: key, "Acc": float((dec == truth).mean()),
             "TPR": float(dec[truth].mean()) if truth.any() else float("nan"),
-            "TPR CI": _interval(tpr_ci),
+            "TPR CI": _interval(ci["tpr"]),
             "FPR": float(dec[~truth].mean()) if n_neg else float("nan"),
-            "FPR CI (binomial)": _interval(binom), "FPR CI (owners)": _interval(fpr_ci),
+            "FPR CI (binomial)": _interval(ci["binomial"]), "FPR CI (owners)": _interval(ci["fpr"]),
             "AUC CI (owners)": _interval(auc_ci),
             "Cal. threshold": held_out.value if held_out else float("nan"),
             "Cal. negatives": held_out.negatives if held_out else 0,
@@ -180,16 +194,6 @@ def _pooled(ok: pd.DataFrame, by: str, cal: dict[str, thresholds.Threshold], tar
             "Fixed t": float(g["threshold"].iloc[0]) if one_method else float("nan"),
         })
     return pd.DataFrame(rows)
-
-
-def _share(frame: pd.DataFrame, label: int) -> float:
-    d = frame.loc[frame["label"] == label, "_dec"].to_numpy()
-    return float(d.mean()) if len(d) else float("nan")
-
-
-def _mean_cell_auc(frame: pd.DataFrame) -> float:
-    vals = [v for _, c in frame.groupby(["method", "transform"]) if np.isfinite(v := _auc_of(c))]
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _interval(ci: tuple[float, float]) -> str:
@@ -207,7 +211,7 @@ def _per_key_table(df: pd.DataFrame, key: str, target_fpr: float) -> pd.DataFram
     """Pooled metrics per ``key`` (method or transform) + the mean of its per-cell AUC and TPR@1%FPR."""
     ok, cal, _ = split_records(df)
     t = _pooled(ok, key, thresholds.per_method(cal, target_fpr), target_fpr)
-    cells = cell_table(df, target_fpr)
+    cells = cell_table(df, target_fpr, intervals=False)  # only its AUC, oracle TPR and statuses are read
     if cells.empty:
         return t
     # A key whose every cell failed keeps its row (no scores, its failures counted) instead of vanishing.
