@@ -189,7 +189,8 @@ class TransformContext:
     """What a transform may use: the task data, a device, a seed and whether to show progress.
 
     ``archs`` is the zoo's architecture table (``zoo.archs``: key -> arch dict), for transforms that
-    build a model of another architecture (e.g. a distilled student).
+    build a model of another architecture (e.g. a distilled student). ``partner`` is the second parent of a
+    transform with ``partners = 1`` (a cross-root merge): another root's model of the same architecture.
     """
 
     data: DataBundle
@@ -197,6 +198,7 @@ class TransformContext:
     seed: int
     progress: bool = True
     archs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    partner: nn.Module | None = None
 
 
 @dataclass
@@ -212,6 +214,7 @@ class Transform(abc.ABC):
 
     Params: ClassVar[type[TransformParams]] = TransformParams
     version: ClassVar[str] = "1"
+    partners: ClassVar[int] = 0  # 1: the child has a second parent, another root's model (``ctx.partner``)
 
     def __init__(self, params: dict[str, Any] | None, name: str | None = None) -> None:
         self.name = name or type(self).__name__.lower()

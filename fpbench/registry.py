@@ -123,6 +123,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "distill": "transforms.distill:Distill",
     "lora": "transforms.lora:LoRA",
     "merge": "transforms.merge:Merge",
+    "merge_cross": "transforms.merge:CrossMerge",
     "finetune_transfer": "transforms.transfer:FineTuneTransfer",
 })
 

@@ -85,9 +85,17 @@ def unrelated(owner: Candidate, suspect: Candidate) -> bool:
 
 def candidate(zoo: Zoo, zm: ZooModel) -> Candidate:
     """A zoo model as the evaluation sees it."""
-    return Candidate(id=zm.id, key=zm.key, spec=zm.spec, load=lambda: zoo.load_module(zm), root_ids=(zm.root_id,),
+    return Candidate(id=zm.id, key=zm.key, spec=zm.spec, load=lambda: zoo.load_module(zm), root_ids=zm.root_ids,
                      arch=zm.arch, stored_accuracy=zm.accuracy,
                      owner_private=dict(zm.meta.get("info", {}).get("owner_private") or {}))
+
+
+def model_row(zm: ZooModel) -> dict[str, Any]:
+    """A zoo model's row of ``_models.parquet``: where it came from (both parents of a cross-root merge) and its
+    scalar build info (accuracy, parent accuracy, weight change)."""
+    info = {k: v for k, v in zm.meta.get("info", {}).items() if isinstance(v, (int, float, str, bool))}
+    return {"id": zm.id, "root": zm.root_id, "arch": zm.arch, "parent": zm.parent_id or "",
+            "partner": zm.partner_id or "", "transform": zm.transform or "", "key": zm.key, **info}
 
 
 class CellRunner:
@@ -180,11 +188,7 @@ class CellRunner:
     def write_models(self) -> None:
         """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table:
         merged under a file lock, so parallel workers lose no row."""
-        rows = {}
-        for zm in self.zoo.models():
-            info = {k: v for k, v in zm.meta.get("info", {}).items() if isinstance(v, (int, float, str, bool))}
-            rows[zm.id] = {"id": zm.id, "root": zm.root_id, "arch": zm.arch, "parent": zm.parent_id or "",
-                           "transform": zm.transform or "", "key": zm.key, **info}
+        rows = {zm.id: model_row(zm) for zm in self.zoo.models()}
         merge_models(models_path(self.spec.runs_dir, self.spec.zoo_cfg["name"]), rows)
 
 

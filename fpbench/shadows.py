@@ -84,7 +84,7 @@ def transform_families(cfg: Mapping[str, Any], resolve: Callable[[str], Mapping[
         for step in steps:
             out |= transform_families(resolve(step) if isinstance(step, str) else step, resolve)
         return out
-    if impl == "merge":  # its two children are fine-tunes: a method whose shadows were fine-tuned has seen those
+    if impl in ("merge", "merge_cross"):  # fine-tuned: the merge's two children, the cross merge's recovery
         return frozenset({"merge", "finetune"})
     if impl == "prune":
         return frozenset({"prune_structured" if params.get("structured", True) else "prune_unstructured"})

@@ -88,6 +88,7 @@ def test_cae_surrogates_are_not_distilled_by_default(built, ci_zoo, tmp_path):
     ("chain", {"finetune", "prune_structured", "quantize"}),
     ("quant8", {"quantize"}),
     ("merge_ties", {"merge", "finetune"}),
+    ("merge_cross", {"merge", "finetune"}),
 ])
 def test_a_transform_config_maps_to_its_families(transform, families):
     assert transform_families(load_option("transform", transform)) == frozenset(families)
@@ -98,7 +99,7 @@ def test_every_transform_yaml_has_a_family():
         assert transform_families(load_option("transform", name)), name
 
 
-MERGES = {"merge_soup", "merge_task_arithmetic", "merge_ties", "merge_dare"}  # made of two fine-tunes
+MERGES = {"merge_soup", "merge_task_arithmetic", "merge_ties", "merge_dare", "merge_cross"}  # fine-tuned inside
 
 
 @pytest.mark.parametrize("method,params,seen", [

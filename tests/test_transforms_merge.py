@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 
-from fpbench.api import ConfigError, TransformContext
+from fpbench.api import ConfigError, NotApplicable, TransformContext
 from fpbench.registry import transform_class
 
 
@@ -53,3 +54,52 @@ def test_ties_trims_each_task_vector_and_the_merged_child_is_a_positive(ci_zoo):
 def test_bad_merge_parameters_name_the_field(params, field):
     with pytest.raises(ConfigError, match=field):
         transform_class("merge")(params)
+
+
+def test_weight_matching_aligns_a_permuted_copy_and_keeps_the_partner_function(ci_zoo):
+    """A root whose hidden channels were shuffled is matched back onto the original: same weights, same outputs."""
+    from transforms.merge import match_hidden_channels
+    from transforms.permute import permutable_blocks, permute_hidden
+
+    root = ci_zoo.roots()[0]
+    model, shuffled = ci_zoo.load_module(root), ci_zoo.load_module(root)
+    gen = torch.Generator().manual_seed(0)
+    for b in permutable_blocks(shuffled):
+        permute_hidden(b, torch.randperm(b.conv1.out_channels, generator=gen))
+    x = ci_zoo.data.split("test").tensor(slice(0, 32), torch.device("cpu"))
+    with torch.no_grad():
+        out = shuffled(x)
+    assert not torch.allclose(_flat(model), _flat(shuffled))
+    assert match_hidden_channels(model, shuffled) == len(permutable_blocks(model))
+    assert torch.allclose(_flat(model), _flat(shuffled))  # every shuffled channel found its original place
+    with torch.no_grad():
+        assert torch.allclose(shuffled(x), out, atol=1e-5)
+
+
+def test_a_cross_root_merge_has_two_parents_and_is_a_positive_for_both_roots(ci_zoo):
+    from fpbench.evaluate import Provenance, pair_label
+    from fpbench.lineage.tracker import LineageTracker
+    from fpbench.run import candidate, model_row
+
+    first, second = [r for r in ci_zoo.roots() if r.arch == "resnet"]
+    child = ci_zoo.child(first, {"name": "merge_cross_test", "impl": "merge_cross", "params": {"steps": 60}})
+    assert child.partner_id == second.id and child.root_ids == (first.id, second.id)
+    info = child.meta["info"]
+    assert info["accuracy"] > info["accuracy_before_recovery"] and info["accuracy"] > 0.6  # recovered the task
+    prov = Provenance("ci", "m", "merge_cross_test", "h", 0)
+    suspect = candidate(ci_zoo, child)
+    other_arch = next(r for r in ci_zoo.roots() if r.arch != "resnet")
+    assert [pair_label(candidate(ci_zoo, r), suspect, prov) for r in (first, second, other_arch)] == [1, 1, 0]
+    tracker = LineageTracker.from_zoo(ci_zoo, ids=[first.id, second.id, child.id])
+    assert sorted(tracker.parents(child.id)) == [first.id, second.id]
+    table = LineageTracker.from_models_table(pd.DataFrame([model_row(m) for m in (first, second, child)]))
+    assert sorted(table.parents(child.id)) == [first.id, second.id]  # from the cell runner's records too
+    # the partner is part of the child's identity: a calibration root's merge takes a calibration partner
+    cal = ci_zoo.calibration_roots()[0]
+    with pytest.raises(NotApplicable, match="second resnet root"):
+        ci_zoo.child(cal, "merge_cross")
+
+
+def test_cross_merge_rejects_a_partner_share_outside_0_1():
+    with pytest.raises(ConfigError, match="weight"):
+        transform_class("merge_cross")({"weight": 1.0})

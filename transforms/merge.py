@@ -5,7 +5,13 @@ models of one base -- and their task vectors (child - parent) are combined with 
 (``peft.utils.merge_utils``: ``task_arithmetic``, ``ties``, ``dare_linear``), the functions peft's
 ``add_weighted_adapter`` uses. A soup is task arithmetic at weights 1/2 (the average of the two children).
 BatchNorm running statistics are averaged; integer buffers keep the parent's. The merged child is a positive for
-its root. (A merge of two roots' models, a child with two parents, is not built yet: see the README.)
+its root.
+
+``CrossMerge`` (impl ``merge_cross``) merges two *roots*: the parent and a partner root of the same architecture
+(the zoo picks it). Two independently trained networks share no basis, so the partner's hidden channels are first
+matched to the parent's (weight matching, Ainsworth et al., "Git Re-Basin", ICLR 2023, sec. 3.2, restricted to the
+channels inside residual blocks: the residual stream itself is left unaligned), the weights are interpolated, and
+a recovery fine-tune repairs the task. The child has two parents and is a positive for both roots.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ from dataclasses import dataclass
 
 import torch
 from peft.utils import merge_utils
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
-from fpbench.train import TrainingParams, train
+from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.train import TrainingParams, accuracy, train
+from transforms.permute import hidden_features, permutable_blocks, permute_hidden
 
 COMBINES = ("soup", "task_arithmetic", "ties", "dare_linear")
 
@@ -75,3 +83,55 @@ class Merge(Transform):
             return base + merge_utils.ties(tasks, weights, density=p.density)
         torch.manual_seed(seed)  # DARE drops at random: seeded, so the child is reproducible
         return base + merge_utils.dare_linear(tasks, weights, density=p.density)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrossMergeParams(TrainingParams):
+    """The partner's share of the interpolation, whether to match its hidden channels first, and the recovery
+    fine-tune (TrainingParams: ``steps`` SGD steps at ``lr`` on ``split``)."""
+
+    weight: float = 0.5
+    align: bool = True
+    steps: int = 300
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(0 < self.weight < 1, "weight", f"the partner's share must be in (0, 1), got {self.weight}")
+
+
+@torch.no_grad()
+def match_hidden_channels(model: nn.Module, partner: nn.Module) -> int:
+    """Permute ``partner``'s block-internal channels so each matches the ``model`` channel whose weights it
+    correlates with most (a linear assignment per block); the partner's function is unchanged. Returns the
+    number of blocks matched."""
+    mine, theirs = permutable_blocks(model), permutable_blocks(partner)
+    for a, b in zip(mine, theirs, strict=True):
+        similarity = hidden_features(a) @ hidden_features(b).T
+        _, cols = linear_sum_assignment(similarity.cpu().numpy(), maximize=True)
+        permute_hidden(b, torch.as_tensor(cols, dtype=torch.long))
+    return len(mine)
+
+
+class CrossMerge(Transform):
+    Params = CrossMergeParams
+    p: CrossMergeParams
+    version = "1"
+    partners = 1
+
+    def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
+        p = self.p
+        if ctx.partner is None:
+            raise NotApplicable("a cross-root merge needs a second root of the same architecture; the zoo has none")
+        partner = copy.deepcopy(ctx.partner).to(ctx.device)
+        if [n for n, _ in partner.state_dict().items()] != [n for n, _ in model.state_dict().items()]:
+            raise NotApplicable("the partner root's weights do not match this model's names: not the same architecture")
+        blocks = match_hidden_channels(model, partner) if p.align else 0
+        theirs = partner.state_dict()
+        merged = {k: ((1 - p.weight) * v + p.weight * theirs[k].to(v.device)) if v.is_floating_point() else v
+                  for k, v in model.state_dict().items()}
+        model.load_state_dict(merged)
+        before = accuracy(model, ctx.data.split("test"), ctx.device)
+        train(model, ctx.data.split(p.split), p.train_config(), seed=ctx.seed, device=ctx.device,
+              desc="cross-root merge: recovery", progress=ctx.progress)
+        return TransformResult(model, spec, {"merge": "cross_root", "merge_weight": p.weight, "aligned_blocks": blocks,
+                                             "accuracy_before_recovery": before})

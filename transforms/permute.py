@@ -58,24 +58,57 @@ def _permute_bn(bn: nn.Module, perm: torch.Tensor) -> None:
             t.copy_(t[perm])
 
 
-def _permute_effnet_block(b: nn.Module, gen: torch.Generator) -> None:
-    """Permute the expanded channels: expansion conv out, its BN, depthwise conv + BN, SE, conv_pwl in."""
-    first = b.conv_pw if hasattr(b, "conv_pw") else b.conv_exp
-    perm = torch.randperm(first.out_channels, generator=gen).to(first.weight.device)
-    convs_out = [first] + ([b.conv_dw] if hasattr(b, "conv_dw") else [])
-    for conv in convs_out:
-        conv.weight.copy_(conv.weight[perm])
-        if conv.bias is not None:
-            conv.bias.copy_(conv.bias[perm])
+def _rows_out(conv: nn.Module, perm: torch.Tensor) -> None:
+    conv.weight.copy_(conv.weight[perm])
+    if conv.bias is not None:
+        conv.bias.copy_(conv.bias[perm])
+
+
+def hidden_width(b: nn.Module) -> int:
+    """The number of hidden channels of a block (those :func:`permute_hidden` reorders)."""
+    if hasattr(b, "conv1"):
+        return b.conv1.out_channels
+    return (b.conv_pw if hasattr(b, "conv_pw") else b.conv_exp).out_channels
+
+
+@torch.no_grad()
+def permute_hidden(b: nn.Module, perm: torch.Tensor) -> None:
+    """Reorder the hidden channels of a BasicBlock (conv1 out, bn1, conv2 in) or an EfficientNet block
+    (expansion conv out, its BN, depthwise conv + BN, SE, conv_pwl in): the block's function is unchanged."""
+    perm = perm.to(next(b.parameters()).device)
+    if hasattr(b, "conv1"):
+        _rows_out(b.conv1, perm)
+        _permute_bn(b.bn1, perm)
+        b.conv2.weight.copy_(b.conv2.weight[:, perm])
+        return
+    _rows_out(b.conv_pw if hasattr(b, "conv_pw") else b.conv_exp, perm)
     _permute_bn(b.bn1, perm)
     if hasattr(b, "conv_dw"):
+        _rows_out(b.conv_dw, perm)
         _permute_bn(b.bn2, perm)
     if not isinstance(b.se, nn.Identity):  # SE pools per channel, then gates per channel
         b.se.conv_reduce.weight.copy_(b.se.conv_reduce.weight[:, perm])
-        b.se.conv_expand.weight.copy_(b.se.conv_expand.weight[perm])
-        if b.se.conv_expand.bias is not None:
-            b.se.conv_expand.bias.copy_(b.se.conv_expand.bias[perm])
+        _rows_out(b.se.conv_expand, perm)
     b.conv_pwl.weight.copy_(b.conv_pwl.weight[:, perm])
+
+
+def hidden_features(b: nn.Module) -> torch.Tensor:
+    """One row per hidden channel: every weight that channel owns, in and out (for weight matching)."""
+    if hasattr(b, "conv1"):
+        parts = [b.conv1.weight.flatten(1), b.bn1.weight[:, None], b.bn1.bias[:, None],
+                 b.conv2.weight.transpose(0, 1).flatten(1)]
+    else:
+        first = b.conv_pw if hasattr(b, "conv_pw") else b.conv_exp
+        parts = [first.weight.flatten(1), b.bn1.weight[:, None], b.bn1.bias[:, None],
+                 b.conv_pwl.weight.transpose(0, 1).flatten(1)]
+        if hasattr(b, "conv_dw"):
+            parts.append(b.conv_dw.weight.flatten(1))
+    return torch.cat([t.detach().float() for t in parts], dim=1)
+
+
+def permutable_blocks(model: nn.Module) -> list[nn.Module]:
+    """Every block whose hidden channels :func:`permute_hidden` can reorder, in module order."""
+    return basic_blocks(model) + effnet_blocks(model)
 
 
 def require_blocks(model: nn.Module) -> list[nn.Module]:
@@ -107,21 +140,10 @@ class Permute(Transform):
     @torch.no_grad()
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         self.check(spec, model)
-        blocks = basic_blocks(model)
+        blocks = permutable_blocks(model)
         before = snapshot(model)
         gen = torch.Generator().manual_seed(int(ctx.seed))
         for b in blocks:
-            n = b.conv1.out_channels
-            perm = torch.randperm(n, generator=gen).to(b.conv1.weight.device)
-            b.conv1.weight.copy_(b.conv1.weight[perm])
-            if b.conv1.bias is not None:
-                b.conv1.bias.copy_(b.conv1.bias[perm])
-            for t in (b.bn1.weight, b.bn1.bias, b.bn1.running_mean, b.bn1.running_var):
-                if t is not None:
-                    t.copy_(t[perm])
-            b.conv2.weight.copy_(b.conv2.weight[:, perm])
-        eff = effnet_blocks(model)
-        for b in eff:
-            _permute_effnet_block(b, gen)
-        info = {"blocks": len(blocks) + len(eff), "param_change": param_change(before, model)}
+            permute_hidden(b, torch.randperm(hidden_width(b), generator=gen))
+        info = {"blocks": len(blocks), "param_change": param_change(before, model)}
         return TransformResult(model, spec, info)

@@ -122,10 +122,11 @@ class LineageTracker:
                 continue
             tcfg = zm.meta.get("recipe", {}).get("transform", {})
             meta_file = zoo.store.path(zm.key) / "meta.json"
-            tracker.add_transformation(zm.parent_id, zm.id, transform=zm.transform or "",
-                                       type=str(tcfg.get("impl", zm.transform or "")),
-                                       params=tcfg.get("params", {}),
-                                       timestamp=meta_file.stat().st_mtime if meta_file.exists() else float("nan"))
+            for parent in filter(None, (zm.parent_id, zm.partner_id)):  # a cross-root merge has two parents
+                tracker.add_transformation(parent, zm.id, transform=zm.transform or "",
+                                           type=str(tcfg.get("impl", zm.transform or "")),
+                                           params=tcfg.get("params", {}),
+                                           timestamp=meta_file.stat().st_mtime if meta_file.exists() else float("nan"))
         return tracker
 
     @classmethod
@@ -148,8 +149,9 @@ class LineageTracker:
             tracker.add_model(r["id"], arch=r["arch"], key=key, accuracy=r.get("accuracy", float("nan")),
                               root=r["root"], transform=r["transform"], aliases=",".join(aliases.get(key, [])))
         for r in canonical.values():
-            if r["parent"]:
-                tracker.add_transformation(r["parent"], r["id"], transform=r["transform"], type=r["transform"])
+            partner = r.get("partner")  # a cross-root merge's second parent (missing or NaN in older tables)
+            for parent in filter(None, (r["parent"], partner if isinstance(partner, str) else "")):
+                tracker.add_transformation(parent, r["id"], transform=r["transform"], type=r["transform"])
         return tracker
 
     @classmethod

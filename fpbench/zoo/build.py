@@ -49,6 +49,13 @@ class ZooModel:
     parent_id: str | None = None
     transform: str | None = None  # config name of the transform that made it (None for roots)
     lineage: list[str] = field(default_factory=list)  # ids from the root down to this model
+    partner_id: str | None = None  # the second parent of a cross-root merge (another root)
+    extra_roots: tuple[str, ...] = ()  # roots it derives from besides root_id (through a second parent)
+
+    @property
+    def root_ids(self) -> tuple[str, ...]:
+        """Every root this model derives from: a positive for each of their owners."""
+        return (self.root_id, *self.extra_roots)
 
     @property
     def accuracy(self) -> float:
@@ -147,6 +154,19 @@ class Zoo:
         and the children multiply the held-out negatives a threshold is calibrated on."""
         return [str(t) for t in self.cfg.get("calibration_transforms") or []]
 
+    def partner_root(self, model: ZooModel) -> ZooModel:
+        """The second parent of a cross-root merge of ``model``: the next root of the same architecture in the
+        group (scored roots or calibration roots) that ``model``'s root belongs to, in config order, cyclic."""
+        for group in ("roots", "calibration"):
+            same = [(a, s) for a, s in self.root_entries(group) if a == model.arch]
+            ids = [f"{a}-s{s}" for a, s in same]
+            if model.root_id in ids:
+                if len(ids) < 2:
+                    raise NotApplicable(f"a cross-root merge needs a second {model.arch} root; the zoo's {group} "
+                                        f"hold only {model.root_id}")
+                return self.root(*same[(ids.index(model.root_id) + 1) % len(ids)])
+        raise NotApplicable(f"{model.root_id} is not a root of zoo {self.name}: no partner root to merge with")
+
     def calibration_models(self) -> list[ZooModel]:
         """Calibration roots and their children (a transform that cannot apply to a root is skipped)."""
         out: list[ZooModel] = []
@@ -177,13 +197,15 @@ class Zoo:
         if cid in self._models:
             return self._models[cid]
         transform = make_transform(tcfg)
+        partner = self.partner_root(parent) if transform.partners else None
         seed = derive_seed(self.seed, parent.root_id, tcfg["name"])
         key = stable_hash({"kind": "child", "parent": parent.key, "impl": tcfg["impl"], "v": transform.version,
-                           "params": transform.params, "seed": seed, "data": self.data.id})
+                           "params": transform.params, "seed": seed, "data": self.data.id,
+                           **({"partner": partner.key} if partner else {})})
         cheap = transform.cheap
 
         def build() -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-            result = self.apply(transform, parent, seed)
+            result = self.apply(transform, parent, seed, partner)
             # A child that breaks its task (non-finite weights or outputs) is refused, never stored or scored.
             probe = self.data.split("test").tensor(slice(0, 16), self.device)
             check_child(result.model.to(self.device), tcfg["name"], tcfg["params"], probe)
@@ -191,8 +213,9 @@ class Zoo:
             info.setdefault("accuracy", accuracy(result.model, self.data.split("test"), self.device))
             info["parent_accuracy"] = parent.accuracy
             info.update(self._effects(result.model, result.spec, parent))
-            meta = self._meta(cid, result.spec, info, recipe={"kind": "child", "parent_key": parent.key,
-                                                                "transform": tcfg, "seed": seed, "cheap": cheap})
+            recipe = {"kind": "child", "parent_key": parent.key, "transform": tcfg, "seed": seed, "cheap": cheap,
+                      **({"partner_key": partner.key} if partner else {})}
+            meta = self._meta(cid, result.spec, info, recipe=recipe)
             return meta, (None if cheap else result.model.state_dict())
 
         meta = self._get(key, build)
@@ -200,7 +223,10 @@ class Zoo:
         # A transform that changes the architecture (a distilled student) names the new arch key in its info.
         zm = ZooModel(id=cid, key=key, spec=spec, meta=meta, root_id=parent.root_id,
                       arch=str(meta["info"].get("arch") or parent.arch),
-                      parent_id=parent.id, transform=tcfg["name"], lineage=[*parent.lineage, cid])
+                      parent_id=parent.id, transform=tcfg["name"], lineage=[*parent.lineage, cid],
+                      partner_id=partner.id if partner else None,
+                      extra_roots=tuple(dict.fromkeys(r for r in [*parent.extra_roots, *(partner.root_ids if partner
+                                                                  else ())] if r != parent.root_id)))
         if any(k not in meta["info"] for k in EFFECT_KEYS):  # stored before effects were recorded: measure now
             zm.meta = {**meta, "info": {**meta["info"], **self._effects(self.load_module(zm), spec, parent)}}
         self._models[cid] = zm
@@ -216,8 +242,8 @@ class Zoo:
         info = {**node.meta.get("info", {}), "parent_accuracy": root.accuracy,
                 **self._effects(self.load_module(node), node.spec, root)}
         zm = ZooModel(id=cid, key=node.key, spec=node.spec, meta={**node.meta, "info": info}, root_id=node.root_id,
-                      arch=node.arch,
-                      parent_id=node.parent_id, transform=name, lineage=node.lineage)
+                      arch=node.arch, parent_id=node.parent_id, transform=name, lineage=node.lineage,
+                      partner_id=node.partner_id, extra_roots=node.extra_roots)
         self._models[cid] = zm
         return zm
 
@@ -225,13 +251,15 @@ class Zoo:
         """Sparsity of ``model`` and its relative weight change from ``base`` (for the transform-effects table)."""
         return weight_effects(model, self.load_module(base), same_arch=spec.arch == base.spec.arch)
 
-    def apply(self, transform: Transform, parent: ZooModel, seed: int) -> TransformResult:
-        """``transform`` applied to ``parent`` with ``seed``, as a child is built (not stored)."""
+    def apply(self, transform: Transform, parent: ZooModel, seed: int,
+              partner: ZooModel | None = None) -> TransformResult:
+        """``transform`` applied to ``parent`` with ``seed`` (and its second parent), as a child is built."""
         model = self.load_module(parent)
         transform.check(parent.spec, model)
         seed_everything(seed)
         ctx = TransformContext(data=self.data, device=self.device, seed=seed, progress=self.progress,
-                               archs=dict(self.cfg.get("archs", {})))
+                               archs=dict(self.cfg.get("archs", {})),
+                               partner=self.load_module(partner) if partner else None)
         return transform.apply(model, parent.spec, ctx)
 
     # ---------------------------------------------------------------- loading
@@ -241,7 +269,8 @@ class Zoo:
         if tensors is None:  # a cheap child stored as its recipe: re-apply it to the parent
             parent = self._by_key(recipe["parent_key"])
             transform = make_transform(recipe["transform"])
-            return self.apply(transform, parent, recipe["seed"]).model.to(self.device).eval()
+            partner = self._by_key(recipe["partner_key"]) if recipe.get("partner_key") else None
+            return self.apply(transform, parent, recipe["seed"], partner).model.to(self.device).eval()
         model = build_module(ModelSpec.from_dict(meta["spec"]))
         model.load_state_dict(tensors, strict=True)
         return model.to(self.device).eval()
