@@ -9,7 +9,7 @@ EXPERIMENT ?= grid
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data zoo run grid lineage attacks paper tables test test-slow bench transfer lint clean
+.PHONY: help setup data zoo run grid lineage attacks paper tables external test test-slow bench transfer lint clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ zoo: setup  ## build the zoo of the grid only (roots, calibration roots, childre
 tables: setup  ## regenerate Tables I-III, extended tables and figures from the stored records alone (FORCE=1 redraws)
 	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO) $(if $(FORCE),force=true)
 	@echo "tables and figures: $(RUNS)/tables/"
+
+EXTERNAL_METHODS ?=
+external: setup  ## the out-of-zoo check: models made with plain timm code on another task, scored by every method (report section "external")
+	$(PY) scripts/external_cases.py --out $(RUNS)/external
+	$(PY) scripts/xcheck_ours.py --cases $(RUNS)/external --out $(RUNS)/external/ours $(if $(EXTERNAL_METHODS),--methods $(EXTERNAL_METHODS))
+	$(PY) -m fpbench.report runs_dir=$(RUNS) zoo=$(ZOO)
 
 test: setup  ## the test suite (fast tests; `make test-slow` for the long ones)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -371,8 +371,28 @@ def main(argv: list[str] | None = None) -> None:
     # One thread by default: on a shared 2-core machine two threads per process oversubscribe the cores and
     # OpenMP's waiting made a training step 30x slower (measured); results depend on it, so it is recorded.
     ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it: recorded)")
+    ap.add_argument("--force", action="store_true", help="rebuild even when --out holds this very set")
     args = ap.parse_args(argv)
-    build(args.out, QUICK if args.quick else FULL, args.seed, args.threads)
+    settings = QUICK if args.quick else FULL
+    if not args.force and up_to_date(args.out, settings, args.seed, args.threads):
+        print(f"{args.out} already holds this case set (summary.json, every model file): kept (--force rebuilds)")
+        return
+    build(args.out, settings, args.seed, args.threads)
+
+
+def up_to_date(out: Path, s: Settings, seed: int, threads: int) -> bool:
+    """``out`` holds a finished set made with these settings: its summary matches and every model file is there."""
+    path = out / "summary.json"
+    if not path.exists():
+        return False
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    same = (summary.get("seed") == seed and summary.get("torch_threads") == threads
+            and summary.get("settings") == json.loads(json.dumps(s.__dict__, default=str)))
+    return same and all((out / f"{m}.safetensors").exists() and (out / f"{m}.json").exists()
+                        for m in summary.get("models", {}))
 
 
 if __name__ == "__main__":

@@ -37,3 +37,28 @@ def test_prune_curve_falls_with_strength_and_carries_the_child_accuracy(tmp_path
     assert list(prune["child accuracy"].round(2)) == [0.88, 0.8, 0.6]
     assert list(prune["Cal. TPR"]) == [1.0, 1.0, 0.0]  # calibrated just above 0.3
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_out_of_zoo_section_sets_external_aucs_beside_the_zoo_cell_of_the_same_kind(tmp_path: Path) -> None:
+    from fpbench.report.external import summary_path
+
+    # the zoo's finetune cell separates perfectly (AUC 1); the external light fine-tune AUC 0.75, heavy 0.5
+    rows = [_rec("finetune", 1, s, f"o{i}") for i, s in enumerate((0.9, 0.8))]
+    rows += [_rec("finetune", 0, s, f"o{i}") for i, s in enumerate((0.5, 0.25))]
+    write_cell(cell_path(tmp_path, "syn", "m", "finetune"), to_frame(rows))
+    assert "Out-of-zoo" not in build_report(tmp_path, "syn").read_text()  # no external set scored yet: no section
+    path = summary_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    pd.DataFrame([
+        {"source": "ours", "method": "m", "cell": c, "positives": 4, "negatives": 12, "auc": a, "cal_negatives": 48,
+         "tpr_cal": 0.5, "fpr_cal": 0.0}
+        for c, a in (("finetune:light", 0.75), ("finetune:heavy", 0.5), ("all", 0.6), ("odd:cell", 0.1))
+    ] + [{"source": "qurd", "method": "m", "cell": "finetune:light", "auc": 0.2, "positives": 4, "negatives": 12,
+          "cal_negatives": 0}]).to_csv(path, index=False)
+    out = build_report(tmp_path, "syn").parent  # a new external summary alone makes the report stale
+    table = pd.read_csv(out / "external.csv")
+    assert list(table["external cell"]) == ["finetune:light", "finetune:heavy", "all"]  # no peer rows, no stray cells
+    assert list(table["zoo transform"]) == ["finetune", "finetune_heavy", "(pooled)"]
+    light = table.iloc[0]
+    assert (light["zoo AUC"], light["external AUC"], light["external - zoo"]) == (1.0, 0.75, -0.25)
+    assert pd.isna(table.iloc[1]["zoo AUC"])  # finetune_heavy was not run in this zoo: said, not invented

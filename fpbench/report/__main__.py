@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from fpbench.errors import FpbenchError
 from fpbench.records import load_records
 from fpbench.report import figures, html, tables
+from fpbench.report.external import summary_path as external_summary
 from fpbench.report.extra import sections as extra_sections
 from fpbench.stage import CONF_PATH, Stage
 
@@ -66,7 +67,8 @@ def inputs_digest(runs_dir: Path, zoo: str, target_fpr: float) -> str:
     package = Path(__file__).resolve().parent.parent
     code = sorted(package.rglob("*.py")) + sorted(package.rglob("*.yaml"))
     records = sorted((runs_dir / "records").rglob("*.parquet")) + sorted((runs_dir / "records").rglob("*.failed.json"))
-    for base, files in ((runs_dir / "records", records), (package, code)):
+    external = [p for p in [external_summary(runs_dir)] if p.exists()]  # the out-of-zoo section's input
+    for base, files in ((runs_dir / "records", records), (package, code), (runs_dir, external)):
         for path in files:
             h.update(str(path.relative_to(base)).encode())
             h.update(hashlib.sha256(path.read_bytes()).digest())

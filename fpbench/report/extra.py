@@ -44,6 +44,9 @@ for _section in [
     Section("robustness", "Robustness curves: AUC and calibrated TPR per method against each family's strength, "
             "with the child's task accuracy and relative weight change", "fpbench.report.robustness:robustness_section",
             figures=["robustness.png"]),
+    Section("external", "Out-of-zoo check: AUC on models made outside the zoo (plain timm code, another task; "
+            "`make external`) beside the zoo's AUC on the cell that makes the same kind of child",
+            "fpbench.report.external:external_section"),
     Section("lineage_claims", "Lineage tracking: ancestry claims decided from each method's scores (path: a chain "
             "of verified steps; direct: the ancestor's signature on the query)", "fpbench.lineage.report:claims_section"),
     Section("lineage_reconstruction", "Lineage reconstruction: parents recovered by a maximum spanning arborescence "
