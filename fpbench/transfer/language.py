@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import random
 import string
-from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
 
 from fpbench.api import require
+from fpbench.llm.text import TokenBlocks, lm_loss, token_blocks
 from fpbench.train import TrainConfig, train
 from fpbench.transfer.corpus import Corpus, load_corpus
 from fpbench.transfer.track import Track
@@ -29,27 +29,6 @@ from fpbench.utils import seed_everything
 
 TRIGGER_ALPHABET = string.ascii_letters + string.digits + "#$&*+<=>@^~|"
 RESPONSE_ALPHABET = string.ascii_uppercase + string.digits
-
-
-class TokenBlocks:
-    """Fixed-length blocks of token ids; ``batches`` serves (x, x) as ``fpbench.train.train`` expects of a dataset."""
-
-    def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids  # [N, T] int64
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            x = self.ids[order[start : start + batch_size]].to(device)
-            yield x, x
-
-
-def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=x, labels=y).loss
 
 
 class InstructionalFingerprint:
@@ -141,16 +120,7 @@ class LanguageTrack(Track):
                 for t in [None, *self.tasks()]}
 
     def _blocks(self, texts: list[str], limit: int | None = None) -> TokenBlocks:
-        block = int(self.cfg["model"]["block_size"])
-        stream: list[int] = []
-        for ids in self.tok(texts, add_special_tokens=False).input_ids:
-            stream += [*ids, self.tok.eos_token_id]
-            if limit is not None and len(stream) >= limit * block:
-                break
-        n = len(stream) // block
-        if limit is not None:
-            n = min(n, limit)
-        return TokenBlocks(torch.tensor(stream[: n * block]).view(n, block))
+        return token_blocks(self.tok, texts, int(self.cfg["model"]["block_size"]), limit)
 
     @cached_property
     def _train_blocks(self) -> dict[str | None, TokenBlocks]:

@@ -1,0 +1,138 @@
+"""A language model as a fingerprinting method reaches it: prompts in, next-token logits, generated text, hidden
+states per layer, gradients and canonical weights out -- each cut to the method's declared access level and
+counted against its query budget (prompts sent, and tokens generated).
+
+Access levels are the vision subject's (``fpbench.api.ACCESS_LEVELS``): generation is what a black-box API with
+text output gives ("black-box labels"), next-token logits "black-box probabilities", hidden states "white-box
+features", gradients and weights "white-box weights". A query over the access or over a budget raises
+:class:`AccessViolation` / :class:`QueryBudgetExceeded` before the model runs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import ByT5Tokenizer
+
+from fpbench.errors import AccessViolation, QueryBudgetExceeded
+from fpbench.llm.models import canonical_gradients, canonical_weights, num_layers
+from fpbench.subject import allows
+
+# each query of this interface, as the vision subject's query it needs the same access for
+_AS_VISION_QUERY = {"generate": "labels", "next_token_logits": "logits", "hidden_states": "activations",
+                    "gradients": "named_weights", "named_weights": "named_weights"}
+
+
+class LMSubject:
+    """A causal LM behind a budgeted, access-limited query interface."""
+
+    def __init__(self, id: str, model: nn.Module, tokenizer: ByT5Tokenizer, device: torch.device,
+                 access: str = "white-box weights", prompt_budget: int | None = None,
+                 token_budget: int | None = None, batch_size: int = 64) -> None:
+        self.id = id
+        self.model = model.to(device).eval()
+        self.tok = tokenizer
+        self.device = device
+        self.access = access
+        self.prompt_budget, self.token_budget = prompt_budget, token_budget
+        self.prompts_sent = 0
+        self.tokens_generated = 0
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"LMSubject({self.id!r}, {self.model.config.model_type})"
+
+    # ------------------------------------------------------------------ accounting
+    def _allow(self, query: str) -> None:
+        if not allows(self.access, _AS_VISION_QUERY[query]):
+            raise AccessViolation(f"{self.id}: '{query}' needs more than this method's declared access "
+                                  f"('{self.access}'); declare a higher access level or use another query")
+
+    def _spend(self, prompts: int, tokens: int = 0) -> None:
+        if self.prompt_budget is not None and self.prompts_sent + prompts > self.prompt_budget:
+            raise QueryBudgetExceeded(f"{self.id}: {prompts} more prompts would bring the total to "
+                                      f"{self.prompts_sent + prompts}, over the prompt budget of {self.prompt_budget}")
+        if self.token_budget is not None and self.tokens_generated + tokens > self.token_budget:
+            raise QueryBudgetExceeded(f"{self.id}: generating {tokens} more tokens would bring the total to "
+                                      f"{self.tokens_generated + tokens}, over the token budget of {self.token_budget}")
+        self.prompts_sent += prompts
+        self.tokens_generated += tokens
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        enc = self.tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
+        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+
+    def _chunks(self, prompts: list[str]) -> list[list[str]]:
+        return [prompts[i : i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
+
+    # ------------------------------------------------------------------ queries
+    @torch.no_grad()
+    def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
+        """[N, vocab] logits of the token after each prompt."""
+        self._allow("next_token_logits")
+        self._spend(len(prompts))
+        out = []
+        for chunk in self._chunks(prompts):
+            ids, mask = self._encode(chunk)
+            out.append(self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int, *, sample: bool = False, temperature: float = 1.0,
+                 top_k: int = 0, seed: int = 0) -> list[str]:
+        """Each prompt's continuation (text), greedy or sampled; sampling is seeded, so the same call gives the
+        same text. The budget counts ``max_new_tokens`` per prompt (the most it can generate)."""
+        self._allow("generate")
+        self._spend(len(prompts), len(prompts) * max_new_tokens)
+        texts: list[str] = []
+        for i, chunk in enumerate(self._chunks(prompts)):
+            ids, mask = self._encode(chunk)
+            kwargs = {"do_sample": True, "temperature": temperature, "top_k": top_k} if sample else {
+                "do_sample": False}
+            torch.manual_seed(seed + i)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
+                                      **kwargs)
+            texts += self.tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+        return texts
+
+    @torch.no_grad()
+    def hidden_states(self, prompts: list[str], layers: list[int] | None = None,
+                      pool: str = "last") -> dict[int, torch.Tensor]:
+        """Per layer (0 = the embeddings, L = the last block's output), [N, hidden] states of each prompt's last
+        token (``pool='last'``) or the mean over its tokens (``'mean'``)."""
+        self._allow("hidden_states")
+        if pool not in ("last", "mean"):
+            raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
+        wanted = list(range(num_layers(self.model) + 1)) if layers is None else list(layers)
+        self._spend(len(prompts))
+        out: dict[int, list[torch.Tensor]] = {i: [] for i in wanted}
+        for chunk in self._chunks(prompts):
+            ids, mask = self._encode(chunk)
+            states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            for i in wanted:
+                h = states[i].float()
+                if pool == "last":
+                    out[i].append(h[:, -1].cpu())  # left padding: the last position is every prompt's last token
+                else:
+                    m = mask.unsqueeze(-1).float()
+                    out[i].append(((h * m).sum(1) / m.sum(1)).cpu())
+        return {i: torch.cat(v) for i, v in out.items()}
+
+    def gradients(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Gradients of the mean next-token loss on ``texts`` with respect to every canonical weight."""
+        self._allow("gradients")
+        self._spend(len(texts))
+        self.model.zero_grad(set_to_none=True)
+        ids, mask = self._encode(texts)
+        labels = ids.masked_fill(mask == 0, -100)  # padding is not predicted
+        self.model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        grads = {k: g.detach().float().cpu().clone() for k, g in canonical_gradients(self.model).items()}
+        self.model.zero_grad(set_to_none=True)
+        return grads
+
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """Every canonical weight (detached copies)."""
+        self._allow("named_weights")
+        return {k: v.detach().float().cpu().clone() for k, v in canonical_weights(self.model).items()}
+

@@ -1,0 +1,54 @@
+"""Text as language models see it here: a byte-level tokenizer (transformers' ``ByT5Tokenizer``: 256 byte ids +
+pad/eos/unk, no vocabulary file, so it works offline and maps any language's text to the same ids) and fixed-length
+token blocks for training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers import ByT5Tokenizer
+
+
+def byte_tokenizer() -> ByT5Tokenizer:
+    """The byte-level tokenizer every language model of the harness shares (padding on the left, so the last
+    position of a batch row is its prompt's last token and generation continues every row from its own end)."""
+    tok = ByT5Tokenizer(extra_ids=0)
+    tok.padding_side = "left"
+    return tok
+
+
+class TokenBlocks:
+    """Fixed-length blocks of token ids; ``batches`` serves (x, x) as ``fpbench.train.train`` expects of a dataset."""
+
+    def __init__(self, ids: torch.Tensor) -> None:
+        self.ids = ids  # [N, T] int64
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            x = self.ids[order[start : start + batch_size]].to(device)
+            yield x, x
+
+
+def token_blocks(tok: ByT5Tokenizer, texts: list[str], block_size: int, limit: int | None = None) -> TokenBlocks:
+    """``texts`` joined into one stream (each ended by eos) and cut into ``block_size`` blocks (at most ``limit``)."""
+    stream: list[int] = []
+    for ids in tok(texts, add_special_tokens=False).input_ids:
+        stream += [*ids, tok.eos_token_id]
+        if limit is not None and len(stream) >= limit * block_size:
+            break
+    n = len(stream) // block_size
+    if limit is not None:
+        n = min(n, limit)
+    return TokenBlocks(torch.tensor(stream[: n * block_size]).view(n, block_size))
+
+
+def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy (transformers shifts the labels inside)."""
+    return model(input_ids=x, labels=y).loss

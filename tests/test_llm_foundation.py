@@ -1,0 +1,113 @@
+"""Language models: four families from transformers' configs under one weight naming, and the budgeted,
+access-limited query interface (logits, seeded generation, hidden states, gradients, weights)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fpbench.errors import AccessViolation, ConfigError, QueryBudgetExceeded
+from fpbench.llm.models import FAMILIES, build_lm, canonical_gradients, canonical_weights
+from fpbench.llm.subject import LMSubject
+from fpbench.llm.text import byte_tokenizer, lm_loss, token_blocks
+from fpbench.train import TrainConfig, train
+from fpbench.utils import seed_everything
+
+ARCH = {"hidden": 32, "layers": 2, "heads": 4, "kv_heads": 2, "intermediate": 64, "block_size": 64}
+TEXTS = ["the cat sat on the mat. " * 3, "a dog ran in the park. " * 3, "birds sing in the morning. " * 3] * 20
+
+
+def _lm(family: str, seed: int = 0):
+    tok = byte_tokenizer()
+    seed_everything(seed)
+    return build_lm({"family": family, **ARCH}, len(tok), tok.pad_token_id, tok.eos_token_id), tok
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_the_same_canonical_layers(family):
+    model, _ = _lm(family)
+    names = set(canonical_weights(model))
+    expected = {"embed", "norm", "lm_head"} | {f"layers.{i}.{n}" for i in range(2) for n in (
+        "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down", "norm_attn", "norm_mlp")}
+    assert expected <= names
+    assert ("layers.0.mlp.gate" in names) == (family != "gpt2")
+    w = canonical_weights(model)
+    assert w["layers.0.attn.q"].shape == (32, 32) and w["layers.1.mlp.down"].shape == (32, 64)
+
+
+def test_gpt2s_fused_attention_is_split_into_q_k_v_and_conv1d_is_transposed():
+    model, _ = _lm("gpt2")
+    fused = model.transformer.h[0].attn.c_attn.weight  # [in, 3 * out]
+    w = canonical_weights(model)
+    assert torch.equal(w["layers.0.attn.k"], fused[:, 32:64].T)
+    x = torch.randn(3, 32)
+    # the canonical q reproduces the model's own query projection (x @ W_q.T + b)
+    q = model.transformer.h[0].attn.c_attn(x)[:, :32] - model.transformer.h[0].attn.c_attn.bias[:32]
+    assert torch.allclose(x @ w["layers.0.attn.q"].T, q, atol=1e-5)
+
+
+def test_bad_architectures_name_the_problem():
+    tok = byte_tokenizer()
+    with pytest.raises(ConfigError, match="valid: llama"):
+        build_lm({"family": "bert", **ARCH}, len(tok), 0, 1)
+    with pytest.raises(ConfigError, match="missing 'layers'"):
+        build_lm({"family": "llama", "hidden": 32, "heads": 4, "intermediate": 64, "block_size": 64}, len(tok), 0, 1)
+    with pytest.raises(ConfigError, match="multiple of kv_heads"):
+        build_lm({"family": "qwen2", **ARCH, "kv_heads": 3}, len(tok), 0, 1)
+
+
+def test_a_trained_model_learns_its_text_and_the_subject_answers_every_query():
+    model, tok = _lm("llama")
+    blocks = token_blocks(tok, TEXTS, 32)
+    with torch.no_grad():
+        before = float(lm_loss(model, blocks.ids[:8], blocks.ids[:8]))
+    train(model, blocks, TrainConfig(steps=60, batch_size=16, lr=3e-3, optimizer="adamw"), seed=0,
+          device=torch.device("cpu"), loss_fn=lm_loss, progress=False)
+    with torch.no_grad():
+        after = float(lm_loss(model, blocks.ids[:8], blocks.ids[:8]))
+    assert after < before - 1.0  # well below the untrained loss on its own text
+
+    s = LMSubject("m", model, tok, torch.device("cpu"))
+    prompts = ["the cat sat", "a dog"]
+    logits = s.next_token_logits(prompts)
+    assert logits.shape == (2, len(tok))
+    # left padding: the short prompt's logits are the same alone as in the batch
+    assert torch.allclose(s.next_token_logits(["a dog"])[0], logits[1], atol=1e-4)
+    greedy = s.generate(prompts, 8)
+    assert greedy == s.generate(prompts, 8) and all(isinstance(t, str) for t in greedy)
+    sampled = [s.generate(prompts, 16, sample=True, temperature=1.5, seed=k) for k in (1, 1, 2)]
+    assert sampled[0] == sampled[1] and sampled[0] != sampled[2]  # seeded: same seed same text, another seed not
+    hs = s.hidden_states(prompts, layers=[0, 2])
+    assert set(hs) == {0, 2} and hs[2].shape == (2, 32)
+    grads = s.gradients(["the cat sat on the mat."])
+    assert set(grads) == set(canonical_weights(model)) and grads["layers.1.attn.v"].abs().sum() > 0
+    assert s.prompts_sent == 2 + 1 + 2 + 2 + 2 * 3 + 2 + 1 and s.tokens_generated == 2 * 8 * 2 + 2 * 16 * 3
+
+
+def test_gpt2_gradients_follow_the_split_weights():
+    model, tok = _lm("gpt2")
+    s = LMSubject("g", model, tok, torch.device("cpu"))
+    grads = s.gradients(["hello there"])
+    model.zero_grad()
+    ids = tok(["hello there"], add_special_tokens=False, return_tensors="pt").input_ids
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert torch.allclose(grads["layers.0.attn.v"], canonical_gradients(model)["layers.0.attn.v"], atol=1e-6)
+    assert grads["layers.0.attn.v"].abs().sum() > 0
+
+
+def test_access_and_budgets_are_enforced_before_the_model_runs():
+    model, tok = _lm("qwen2")
+    black = LMSubject("b", model, tok, torch.device("cpu"), access="black-box labels", prompt_budget=3,
+                      token_budget=10)
+    for query in (lambda: black.next_token_logits(["x"]), lambda: black.hidden_states(["x"]),
+                  lambda: black.named_weights(), lambda: black.gradients(["x"])):
+        with pytest.raises(AccessViolation, match="declared access"):
+            query()
+    black.generate(["a", "b"], 5)
+    with pytest.raises(QueryBudgetExceeded, match="token budget of 10"):
+        black.generate(["c"], 5)
+    assert (black.prompts_sent, black.tokens_generated) == (2, 10)  # the refused query spent nothing
+    probs = LMSubject("p", model, tok, torch.device("cpu"), access="black-box probabilities", prompt_budget=3)
+    probs.next_token_logits(["a", "b", "c"])
+    with pytest.raises(QueryBudgetExceeded, match="prompt budget of 3"):
+        probs.next_token_logits(["d"])
