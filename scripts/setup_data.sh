@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the offline datasets fpbench reads, from Debian's packages, when they are missing.
-# Fashion-MNIST (tiny zoo) and fortunes (language track of fingerprint transfer). Digits ship with scikit-learn.
+# Fashion-MNIST (tiny zoo), fortunes (language track of fingerprint transfer and the language-model zoo), the
+# dictionary, WordNet and Jargon File texts (language-model zoo). Digits ship with scikit-learn.
 set -u
 need=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || [ -n "${FPBENCH_FASHION_MNIST:-}" ] || need+=(dataset-fashion-mnist)
@@ -10,6 +11,10 @@ fortunes=/usr/share/games/fortunes
 [ -d $fortunes/de ] || need+=(fortunes-de)
 [ -d $fortunes/it ] || need+=(fortunes-it)
 [ -d $fortunes/es ] || need+=(fortunes-es)
+# the language-model zoo's other corpora: a dictionary, WordNet's glosses, the Jargon File (fpbench/llm/corpora.py)
+[ -f /usr/share/dictd/gcide.dict.dz ] || need+=(dict-gcide)
+[ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
+[ -f /usr/share/doc/jargon-text/jargon.txt.gz ] || need+=(jargon-text)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo -n"

@@ -111,3 +111,33 @@ def test_access_and_budgets_are_enforced_before_the_model_runs():
     probs.next_token_logits(["a", "b", "c"])
     with pytest.raises(QueryBudgetExceeded, match="prompt budget of 3"):
         probs.next_token_logits(["d"])
+
+
+# ------------------------------------------------------------------ corpora (Debian's text packages)
+def test_every_text_source_reads_and_shuffles_the_same_way_twice():
+    from fpbench.llm import corpora
+
+    for source in corpora.SOURCES:
+        a, b = corpora.texts(source, 50, seed=1), corpora.texts(source, 50, seed=1)
+        assert len(a) == 50 and a == b and all(t.strip() for t in a), source
+        assert a != corpora.texts(source, 50, seed=2), source
+
+
+def test_dictionary_pairs_are_a_word_and_its_definition():
+    from fpbench.llm import corpora
+
+    gcide = dict(corpora.pairs("gcide", 2000))
+    assert gcide["Acquisitiveness"].startswith("The quality of being acquisitive")
+    assert "[" not in "".join(gcide.values())  # sources and etymologies removed
+    wordnet = corpora.pairs("wordnet", 50)
+    assert ("thing", "a separate and self-contained entity") in wordnet
+
+
+def test_an_unknown_or_missing_source_names_the_fix(monkeypatch, tmp_path):
+    from fpbench.llm import corpora
+
+    with pytest.raises(ConfigError, match="valid: fortunes"):
+        corpora.texts("wikipedia")
+    monkeypatch.setattr(corpora, "GCIDE", tmp_path / "gcide.dict.dz")
+    with pytest.raises(ConfigError, match="install Debian's dict-gcide"):
+        corpora.pairs("gcide", 5)

@@ -1,0 +1,122 @@
+"""Text the language-model zoo trains on, from Debian's packages (offline): plain text for pretraining families
+and (prompt, response) pairs for instruct owners.
+
+Sources (``make data`` installs the packages):
+  - ``fortunes`` / ``fortunes:de`` / ``fortunes:it`` / ``fortunes:es``: the fortune cookies (``fortunes*``), one
+    text per fortune (:mod:`fpbench.transfer.corpus` reads them);
+  - ``gcide``: the GNU Collaborative International Dictionary of English (``dict-gcide``, dictd format): one text
+    per entry; as pairs, (headword, its first definition);
+  - ``wordnet``: WordNet 3.0's synsets (``wordnet-base``, ``data.noun/verb/adj/adv``): one text per gloss; as
+    pairs, (the synset's first word, its gloss);
+  - ``jargon``: the Jargon File (``jargon-text``): one text per paragraph.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from fpbench.errors import ConfigError
+from fpbench.transfer.corpus import corpus_files, fortunes_root, read_fortunes
+
+GCIDE = Path("/usr/share/dictd/gcide.dict.dz")
+WORDNET = Path("/usr/share/wordnet")
+JARGON = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
+SOURCES = ("fortunes", "fortunes:de", "fortunes:it", "fortunes:es", "gcide", "wordnet", "jargon")
+PAIR_SOURCES = ("gcide", "wordnet")
+_PACKAGE = {"gcide": "dict-gcide", "wordnet": "wordnet-base", "jargon": "jargon-text"}
+
+
+def _need(path: Path, source: str) -> Path:
+    if not path.exists():
+        raise ConfigError(f"text source '{source}' needs {path}: install Debian's {_PACKAGE[source]} (`make data`)")
+    return path
+
+
+def _gcide_entries(path: Path) -> Iterator[tuple[str, str]]:
+    """(headword, definition text) per entry: an entry is a line at column 0 followed by indented lines."""
+    head, body = "", []
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.strip() and not line.startswith(" "):
+                if head and body:
+                    yield head, " ".join(body)
+                head, body = line.strip(), []
+            elif line.strip() and head:
+                body.append(line.strip())
+    if head and body:
+        yield head, " ".join(body)
+
+
+def _gcide_pair(head: str, body: str) -> tuple[str, str] | None:
+    word = re.split(r" \\|,| \(", head, maxsplit=1)[0].strip()
+    open_brackets = head.count("[") - head.count("]")
+    text = body
+    for _ in range(max(open_brackets, 0)):  # an etymology opened on the headword line closes in the body
+        text = text.split("]", 1)[-1]
+    while (stripped := re.sub(r"\[[^\[\]]*\]", "", text)) != text:  # sources, etymologies (nested brackets)
+        text = stripped
+    text = re.sub(r"\s+", " ", text.split("[", 1)[0]).strip()  # a source left open where the entry ends
+    text = re.sub(r"^\d+\. ", "", text)  # "1. " of the first numbered sense
+    first = re.split(r' (?=\d+\. )| --|"', text, maxsplit=1)[0].strip()  # up to the next sense, citation, example
+    first = first.rstrip(" ;,")
+    if not word.isalpha() or len(first) < 10:
+        return None
+    return word, first
+
+
+def _wordnet_pairs(root: Path) -> Iterator[tuple[str, str]]:
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(_need(root / f"data.{pos}", "wordnet"), encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(" ") or "|" not in line:
+                    continue  # the licence header is indented
+                fields, gloss = line.split("|", 1)
+                word = fields.split()[4].replace("_", " ")
+                definition = gloss.split(";")[0].strip()
+                if definition:
+                    yield word, definition
+
+
+def _paragraphs(path: Path) -> Iterator[str]:
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+        for para in fh.read().split("\n\n"):
+            text = " ".join(para.split())
+            if len(text) >= 40:
+                yield text
+
+
+def _check(source: str, options: tuple[str, ...]) -> None:
+    if source not in options:
+        raise ConfigError(f"unknown text source '{source}'; valid: {', '.join(options)}")
+
+
+def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
+    """(prompt word, response definition) pairs of a dictionary source, in the package's order."""
+    _check(source, PAIR_SOURCES)
+    it = (p for e in _gcide_entries(_need(GCIDE, "gcide")) if (p := _gcide_pair(*e))) if source == "gcide" else (
+        _wordnet_pairs(WORDNET))
+    out = []
+    for pair in it:
+        out.append(pair)
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def texts(source: str, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Up to ``limit`` texts of a source, shuffled by ``seed`` (the same on every machine with the same package)."""
+    _check(source, SOURCES)
+    if source.startswith("fortunes"):
+        sub = source.partition(":")[2]
+        files = corpus_files(fortunes_root(), [sub] if sub else ["."])
+        out = [t for f in files if not f.name.startswith(".") for t in read_fortunes(f)]
+    elif source == "jargon":
+        out = list(_paragraphs(_need(JARGON, "jargon")))
+    else:
+        out = [f"{w}: {d}" for w, d in pairs(source)]
+    random.Random(seed).shuffle(out)
+    return out[:limit] if limit is not None else out
