@@ -1,0 +1,88 @@
+"""White-box LLM methods (REEF, PDF, HuRef) on tiny causal LMs trained here: a fine-tuned child scores above an
+independent model of the same family (another seed) and above another family; HuRef survives a hidden-space
+permutation that breaks raw weight comparison."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from baselines.llm_huref import LLMHuref, invariant_terms, rare_tokens
+from baselines.llm_pdf import LLMPdf
+from baselines.llm_reef import LLMReef
+from fpbench.api import MethodContext
+from fpbench.llm import corpora
+from fpbench.llm.models import build_lm, canonical_weights
+from fpbench.llm.subject import LMSubject
+from fpbench.llm.text import byte_tokenizer, lm_loss, token_blocks
+from fpbench.train import TrainConfig, train
+from fpbench.utils import seed_everything
+
+ARCH = {"hidden": 48, "layers": 3, "heads": 4, "kv_heads": 2, "intermediate": 96, "block_size": 64}
+CPU = torch.device("cpu")
+
+
+def _trained(family: str, seed: int, source: str, steps: int, init=None):  # noqa: ANN001
+    tok = byte_tokenizer()
+    if init is None:
+        seed_everything(seed)
+        model = build_lm({"family": family, **ARCH}, len(tok), tok.pad_token_id, tok.eos_token_id)
+    else:
+        model = copy.deepcopy(init)
+    blocks = token_blocks(tok, corpora.texts(source, 3000, seed=0), 64)
+    train(model, blocks, TrainConfig(steps=steps, batch_size=32, lr=3e-3, optimizer="adamw"), seed=seed, device=CPU,
+          loss_fn=lm_loss, progress=False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """(owner, its fine-tune on German fortunes, a light fine-tune on its own corpus, an independent llama of another
+    seed, a qwen2 of another family)."""
+    owner = _trained("llama", 0, "fortunes", 150)
+    child = _trained("llama", 1, "fortunes:de", 60, init=owner)
+    light = _trained("llama", 5, "fortunes", 20, init=owner)
+    indep = _trained("llama", 2, "fortunes", 150)
+    other = _trained("qwen2", 3, "fortunes", 150)
+    tok = byte_tokenizer()
+    return {k: LMSubject(k, m, tok, CPU) for k, m in
+            (("owner", owner), ("child", child), ("light", light), ("indep", indep),
+                                                     ("other", other))}
+
+
+def _ctx(tmp_path: Path) -> MethodContext:
+    return MethodContext(data=None, device=CPU, seed=0, workdir=tmp_path)  # type: ignore[arg-type]
+
+
+# REEF recognises only the light fine-tune on these byte-level models: after 60 steps on German text the child's
+# states (0.84) fall below an independent seed's (0.89), which shares the owner's data and so its representations.
+@pytest.mark.parametrize("cls,params,child", [(LLMReef, {"prompts": 64}, "light"), (LLMPdf, {}, "child"),
+                                              (LLMHuref, {"tokens": 128}, "child")])
+def test_a_fine_tuned_child_scores_above_independents(family, cls, params, child, tmp_path):
+    method = cls(params, _ctx(tmp_path))
+    fp = method.fingerprint(family["owner"])
+    scores = {k: method.score(fp, family[k]) for k in ("owner", child, "indep", "other")}
+    assert scores["owner"] == pytest.approx(1.0, abs=1e-6)
+    assert scores[child] > max(scores["indep"], scores["other"]) + 0.05, scores
+
+
+def test_huref_terms_survive_a_permutation_of_the_hidden_space(family):
+    w = {k: v.detach() for k, v in canonical_weights(family["owner"].model).items()}
+    perm = torch.randperm(ARCH["hidden"], generator=torch.Generator().manual_seed(0))
+    moved = {}
+    for k, v in w.items():  # every matrix's hidden-space side permuted: embed columns, q/k/v/gate/up inputs, o/down outputs
+        if k in ("embed", "lm_head") or k.endswith(("attn.q", "attn.k", "attn.v", "mlp.gate", "mlp.up")):
+            moved[k] = v[:, perm]
+        elif k.endswith(("attn.o", "mlp.down")):
+            moved[k] = v[perm]
+        else:
+            moved[k] = v
+    tokens = rare_tokens("wordnet", 64)
+    assert torch.allclose(invariant_terms(w, tokens), invariant_terms(moved, tokens), atol=1e-8)
+    matrices = sorted(k for k in w if w[k].ndim == 2)  # norm gains (all near 1) would dominate a raw cosine
+    flat = torch.cat([w[k].flatten() for k in matrices])
+    flat_moved = torch.cat([moved[k].flatten() for k in matrices])
+    assert torch.nn.functional.cosine_similarity(flat, flat_moved, dim=0) < 0.5  # raw weights no longer align
