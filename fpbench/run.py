@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fpbench import metrics as M
@@ -61,10 +62,26 @@ class CellSpec:
 
 
 def method_identity(method_cfg: dict[str, Any]) -> dict[str, Any]:
-    """What a method's records depend on: its resolved config and implementation version, and the
-    protecting transform of a method that protects its owners (``protect: cmf_embed``)."""
+    """What a method's scores depend on: its resolved config and implementation version, and the protecting
+    transform of a method that protects its owners (``protect: cmf_embed``). The fixed decision threshold is left
+    out: a changed threshold re-decides the stored pairs (:func:`redecide`), it does not re-score them."""
     protect = method_cfg.get("protect")
-    return {"method": resolved_method(method_cfg), **({"protect": resolved_transform(protect)} if protect else {})}
+    method = resolved_method(method_cfg)
+    method = {**method, "params": {k: v for k, v in method["params"].items() if k != "threshold"}}
+    return {"method": method, **({"protect": resolved_transform(protect)} if protect else {})}
+
+
+def redecide(df: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, bool]:
+    """Stored records at the method's current fixed threshold: ``threshold`` and ``decision`` rewritten where the
+    threshold they were decided at differs (scores untouched); whether anything changed."""
+    if "threshold" not in df or not len(df) or (df["threshold"] == threshold).all():
+        return df, False
+    out = df.copy()
+    out["threshold"] = float(threshold)
+    ok = out["status"] == "ok"
+    scores = out["score"].astype(float)
+    out.loc[ok, "decision"] = (np.isfinite(scores[ok]) & (scores[ok] >= threshold)).astype(int)
+    return out, True
 
 
 CALIBRATION_KEYS = ("calibration", "calibration_transforms")
@@ -153,7 +170,12 @@ class CellRunner:
             if not cell_done(thresholds.calibration_path(s.runs_dir, s.zoo_cfg["name"], s.method_cfg["name"]),
                              s.calibration_hash):  # missing or damaged: rebuilt, so the summary is calibrated
                 self.calibration(self.method(s.method_cfg), s.method_cfg)
-            return read_cell(path), True  # type: ignore[return-value]
+            df, changed = redecide(read_cell(path), self.fixed_threshold())  # type: ignore[arg-type]
+            if changed:
+                log.info("%s x %s: re-decided at the config's threshold %g (scores kept)", s.method_cfg["name"],
+                         s.transform_cfg["name"], self.fixed_threshold())
+                write_cell(path, df)
+            return df, True
         try:
             df = self.score_cell()
         except Exception as exc:  # the sweep goes on: the failure is a record the tables show
@@ -179,11 +201,14 @@ class CellRunner:
         prov = Provenance(s.zoo_cfg["name"], s.method_cfg["name"], s.transform_cfg["name"], s.config_hash, s.seed)
         return to_frame(self.evaluator(method).evaluate(self.candidates(owners), suspects, prov))
 
+    def fixed_threshold(self) -> float:
+        """The method config's fixed threshold (its code default where the YAML sets none)."""
+        return float(resolved_method(self.spec.method_cfg)["params"].get("threshold", float("nan")))
+
     def _status_record(self, status: str, message: str) -> Any:
         s = self.spec
         prov = Provenance(s.zoo_cfg["name"], s.method_cfg["name"], s.transform_cfg["name"], s.config_hash, s.seed)
-        threshold = float((s.method_cfg.get("params") or {}).get("threshold", float("nan")))
-        return base_record(prov, threshold, status=status, error=message)
+        return base_record(prov, self.fixed_threshold(), status=status, error=message)
 
     def write_models(self) -> None:
         """Record every zoo model this process knows (accuracy vs parent, transform info) for the effects table:

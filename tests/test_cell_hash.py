@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from fpbench.config import load_option
 from fpbench.run import CellSpec
 
@@ -61,3 +63,27 @@ def test_more_calibration_models_change_thresholds_not_cells():
     assert cell(more) == cell(zoo)
     assert calibration_hash(more, method, 0) != calibration_hash(zoo, method, 0)
     assert cell({**zoo, "train": {**zoo["train"], "steps": 121}}) != cell(zoo)  # the scored models do change cells
+
+
+def test_a_changed_fixed_threshold_re_decides_the_stored_pairs_without_re_scoring(tmp_path: Path, ci_zoo_cfg):
+    """The fixed threshold decides, it does not score: changing it keeps the cell's scores and rewrites its
+    threshold and decisions, so the records match the config again."""
+    from fpbench.run import run_cell
+
+    method = load_option("method", "weightcos")
+
+    def spec(threshold: float) -> CellSpec:
+        cfg = {**method, "params": {**method.get("params", {}), "threshold": threshold}}
+        return CellSpec(zoo_cfg=ci_zoo_cfg, method_cfg=cfg, transform_cfg=load_option("transform", "quant8"),
+                        runs_dir=tmp_path, device="cpu", progress=False)
+
+    first, _, cached = run_cell(spec(0.5))
+    assert not cached and set(first.loc[first["status"] == "ok", "threshold"]) == {0.5}
+    again, summary, cached = run_cell(spec(0.999999))
+    assert cached  # nothing re-scored
+    ok, ok_first = again[again["status"] == "ok"], first[first["status"] == "ok"]
+    assert list(ok["score"]) == list(ok_first["score"]) and set(ok["threshold"]) == {0.999999}
+    assert list(ok["decision"]) == [int(s >= 0.999999) for s in ok["score"]]
+    assert summary["threshold"] == 0.999999
+    stored = pd.read_parquet(next((tmp_path / "records").rglob("quant8.parquet")))
+    assert set(stored.loc[stored["status"] == "ok", "threshold"]) == {0.999999}  # written back, not only returned
