@@ -86,3 +86,40 @@ def test_huref_terms_survive_a_permutation_of_the_hidden_space(family):
     flat = torch.cat([w[k].flatten() for k in matrices])
     flat_moved = torch.cat([moved[k].flatten() for k in matrices])
     assert torch.nn.functional.cosine_similarity(flat, flat_moved, dim=0) < 0.5  # raw weights no longer align
+
+
+class _Sampler:
+    """A stand-in for a suspect's sampled completions: each character drawn from the model's own distribution over a
+    small alphabet (the same prompt gives the same distribution, the seed picks the draw)."""
+
+    def __init__(self, weights: list[float]) -> None:
+        self.weights = torch.tensor(weights)
+
+    def generate(self, prompts, max_new_tokens, *, sample, temperature, seed):  # noqa: ANN001
+        gen = torch.Generator().manual_seed(seed)
+        draws = torch.multinomial(self.weights, len(prompts) * max_new_tokens, replacement=True, generator=gen)
+        return ["".join("abcd"[i] for i in row) for row in draws.view(len(prompts), max_new_tokens).tolist()]
+
+
+def test_met_p_value_rejects_another_distribution_and_not_the_same_one(tmp_path):
+    """The tiny byte LMs trained in these tests are too weak for a sampling test (an owner against its own fresh
+    samples gets p anywhere in (0, 1)); the test's statistics are checked on samplers with known distributions."""
+    from baselines.llm_met import LLMMet
+
+    method = LLMMet({"permutations": 199, "samples": 6, "max_tokens": 16, "query_budget": None}, _ctx(tmp_path))
+    owner = _Sampler([0.4, 0.3, 0.2, 0.1])
+    fp = method.fingerprint(owner)
+    same = method.score(fp, _Sampler([0.4, 0.3, 0.2, 0.1]))
+    near = method.score(fp, _Sampler([0.35, 0.3, 0.2, 0.15]))
+    other = method.score(fp, _Sampler([0.1, 0.2, 0.3, 0.4]))
+    assert other <= 0.01 and same > 0.05 and same > near > other
+
+
+def test_logit_agreement_is_higher_for_a_child(family, tmp_path):
+    from baselines.llm_agreement import LLMAgreement
+
+    method = LLMAgreement({"prompts": 100}, _ctx(tmp_path))
+    fp = method.fingerprint(family["owner"])
+    assert method.score(fp, family["owner"]) == 1.0
+    # a weak baseline: every model of the family predicts spaces and common letters (0.85 for an independent seed)
+    assert method.score(fp, family["light"]) > method.score(fp, family["indep"])
