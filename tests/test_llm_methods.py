@@ -123,3 +123,14 @@ def test_logit_agreement_is_higher_for_a_child(family, tmp_path):
     assert method.score(fp, family["owner"]) == 1.0
     # a weak baseline: every model of the family predicts spaces and common letters (0.85 for an independent seed)
     assert method.score(fp, family["light"]) > method.score(fp, family["indep"])
+
+
+def test_gradient_statistics_are_14_numbers_of_the_owners_own_gradients(family, tmp_path):
+    from baselines.llm_gradient import LLMGradient
+
+    method = LLMGradient({"prompts": 4}, _ctx(tmp_path))
+    fp = method.fingerprint(family["owner"])
+    v = fp.tensors["vector"]
+    assert v.shape == (14,) and torch.isfinite(v).all() and v[2] > 0  # the L2 of every gradient is not zero
+    assert method.score(fp, family["owner"]) == pytest.approx(1.0)
+    assert 0.0 <= method.score(fp, family["other"]) <= 1.0
