@@ -36,6 +36,9 @@ def test_leafbench_dry_run_counts_paper_scale_pairs_without_data(tmp_path: Path)
     assert "dry run: nothing was built" in proc.stdout
     p = plan("leafbench", ["finetune", "prune30"])
     assert p.pairs == 2 * len(p.roots) ** 2 and p.positives == 2 * len(p.roots)
+    # a cross-root merge child is a positive for both of its roots (leafbench: 4 resnets, 2 vggs, 2 effnets)
+    merged = plan("leafbench", ["merge_cross"])
+    assert (merged.positives, merged.negatives) == (2 * 8, 8 * (8 - 2))
     full = [line for line in proc.stdout.splitlines() if "pairs per method" in line][0]
     assert int(full.split(":")[1].split()[0]) >= 696
     assert not (tmp_path / "runs" / "cache").exists()  # nothing built, nothing loaded

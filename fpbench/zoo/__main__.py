@@ -54,13 +54,27 @@ class ZooPlan:
         """Every model of the plan in build order: roots, calibration roots, then each transform's children."""
         return [*self.roots, *self.calibration, *self.calibration_children, *self.children]
 
-    @property
-    def positives(self) -> int:  # each child against its own root
-        return len(self.transforms) * len(self.roots)
+    def _counts(self, transform: str) -> tuple[int, int]:
+        """(positives, negatives) of one transform's cell: each child against every root; a child with a second
+        parent (a cross-root merge) is a positive for both roots, and n/a where its architecture has one root."""
+        from fpbench.registry import transform_class
+        from fpbench.zoo.build import transform_config
+
+        cfg = transform_config(transform)
+        n = len(self.roots)
+        if cfg["impl"] == "chain" or not transform_class(cfg["impl"]).partners:
+            return n, n * (n - 1)
+        archs = [r.rsplit("-s", 1)[0] for r in self.roots]
+        merged = [a for a in archs if archs.count(a) >= 2]
+        return 2 * len(merged), len(merged) * (n - 2)
 
     @property
-    def negatives(self) -> int:  # each child against every other root
-        return len(self.transforms) * len(self.roots) * (len(self.roots) - 1)
+    def positives(self) -> int:
+        return sum(self._counts(t)[0] for t in self.transforms)
+
+    @property
+    def negatives(self) -> int:
+        return sum(self._counts(t)[1] for t in self.transforms)
 
     @property
     def pairs(self) -> int:
