@@ -213,7 +213,13 @@ class Evaluator:
         """Records of every owner x suspect (``include(owner, suspect)`` filters the pairs); a suspect given with
         a reason (its transform does not apply) is recorded n/a against every owner without being loaded.
         Suspects are streamed: one in memory at a time."""
-        fps = {owner.id: self.fingerprint(owner) for owner in owners}
+        fps: dict[str, tuple[Fingerprint, float] | NotApplicable] = {}
+        for owner in owners:  # an owner the method cannot fingerprint makes its pairs n/a, not the whole cell
+            try:
+                fps[owner.id] = self.fingerprint(owner)
+            except NotApplicable as exc:
+                log.warning("%s cannot fingerprint %s: %s", self.method.name, owner.id, exc.reason)
+                fps[owner.id] = exc
         records = []
         for cand, na_reason in suspects:
             pair_owners = [o for o in owners if include is None or include(o, cand)]
@@ -221,10 +227,13 @@ class Evaluator:
                 continue
             suspect = None if na_reason else self.subject(cand)
             for owner in pair_owners:
-                fp, fp_seconds = fps[owner.id]
+                made = fps[owner.id]
+                fp, fp_seconds = (None, float("nan")) if isinstance(made, NotApplicable) else made
                 rec = base_record(prov, self.method.threshold, owner, cand, fingerprint_seconds=fp_seconds,
                                   owner_accuracy=self.accuracy[owner.key])
-                if na_reason or suspect is None:
+                if isinstance(made, NotApplicable):
+                    rec.status, rec.error = "n/a", f"the owner cannot be fingerprinted: {made.reason}"
+                elif na_reason or suspect is None:
                     rec.status, rec.error = "n/a", na_reason or ""
                 else:
                     rec.suspect_accuracy = self.accuracy[cand.key]

@@ -85,3 +85,34 @@ def test_cell_and_verify_share_one_fingerprint_and_give_the_same_score(ci_zoo, c
 def test_make_method_names_the_instance_after_its_config(ci_zoo, tmp_path: Path) -> None:
     m = make_method(load_option("method", "sac_w"), ci_zoo.data, torch.device("cpu"), 0, tmp_path)
     assert m.name == "sac_w" and m.params["variant"] == "w" and (tmp_path / "sac_w").is_dir()
+
+
+class _Picky(Method):
+    """Fingerprints every owner but one (as IPGuard when none of an owner's starts converges)."""
+
+    access = "white-box weights"
+
+    def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001
+        from fpbench.errors import NotApplicable
+
+        if owner.id.endswith("-s1"):
+            raise NotApplicable("no start converged on this owner")
+        return Fingerprint()
+
+    def score(self, fp, suspect) -> float:  # noqa: ANN001
+        return 1.0
+
+
+def test_an_owner_that_cannot_be_fingerprinted_makes_its_own_pairs_n_a_and_the_rest_are_scored(ci_zoo, tmp_path):
+    from fpbench.api import MethodContext
+
+    method = _Picky({"threshold": 0.5}, MethodContext(ci_zoo.data, torch.device("cpu"), 0, tmp_path), name="picky")
+    ev = Evaluator(method, ci_zoo.data, torch.device("cpu"), ArtefactStore(tmp_path / "fp"))
+    roots = [candidate(ci_zoo, r) for r in ci_zoo.roots()]
+    records = ev.evaluate(roots, [(r, None) for r in roots], Provenance("ci", "picky", "t", "h", 0))
+    assert len(records) == len(roots) ** 2
+    for rec in records:
+        if rec.owner.endswith("-s1"):
+            assert rec.status == "n/a" and "cannot be fingerprinted: no start converged" in rec.error
+        else:
+            assert rec.status == "ok" and rec.score == 1.0
