@@ -54,7 +54,7 @@ class ModelSpec:
     num_classes: int
     class_names: list[str]
     input: dict[str, Any]  # {"channels": 3, "size": 32, "mean": [...], "std": [...]}
-    modality: str = "vision"  # "vision" | "vision-language"
+    modality: str = "vision"  # "vision" | "vision-language" | "language" (a causal LM: builder causal_lm)
     data_id: str = ""
     wrappers: list[dict[str, Any]] = field(default_factory=list)
 

@@ -78,6 +78,7 @@ BUILDERS.register("timm", _timm)
 BUILDERS.register("timm_vgg", _timm_vgg)
 BUILDERS.register("timm_pretrained", _timm_pretrained)
 BUILDERS.register("clip", "fpbench.clip_model:build_clip_classifier")
+BUILDERS.register("causal_lm", "fpbench.llm.models:build_from_spec")
 
 WRAPPERS = Registry("model wrapper")
 WRAPPERS.register("lora", "fpbench.wrappers:rewrap_lora")

@@ -167,3 +167,18 @@ def test_without_the_package_the_pretrained_loader_says_how_to_install(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == pretrained.PACKAGE else real(name))
     with pytest.raises(ConfigError, match="llm-pretrained"):
         pretrained.smollm2_path()
+
+
+def test_a_language_model_spec_rebuilds_through_the_harness_builder_and_reloads_its_weights():
+    """The zoo stores a model as (ModelSpec, state dict): the ``causal_lm`` builder makes the same module again."""
+    from fpbench.api import ModelSpec
+    from fpbench.models import build_module
+
+    model, tok = _lm("mistral")
+    spec = ModelSpec(arch={"builder": "causal_lm", "family": "mistral", **ARCH}, num_classes=len(tok), class_names=[],
+                     input={"block_size": ARCH["block_size"], "tokenizer": "byte"}, modality="language")
+    rebuilt = build_module(ModelSpec.from_dict(spec.to_dict()))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    ids = tok(["round trip"], add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(rebuilt(input_ids=ids).logits, model(input_ids=ids).logits)

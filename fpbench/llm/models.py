@@ -69,6 +69,14 @@ def build_lm(arch: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int) ->
     return model_cls(cfg)
 
 
+def build_from_spec(arch: dict[str, Any], spec: Any) -> PreTrainedModel:
+    """``fpbench.models.build_module``'s builder ``causal_lm``: the architecture on the shared byte tokenizer."""
+    from fpbench.llm.text import byte_tokenizer
+
+    tok = byte_tokenizer()
+    return build_lm(arch, len(tok), tok.pad_token_id, tok.eos_token_id)
+
+
 def family_of(model: nn.Module) -> str:
     """The family of a model :func:`build_lm` made (from its transformers config)."""
     kind = getattr(getattr(model, "config", None), "model_type", "")
