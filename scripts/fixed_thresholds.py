@@ -29,7 +29,8 @@ CONF = Path(__file__).resolve().parent.parent / "conf" / "method"
 
 def rule(scores: np.ndarray) -> float:
     """The smallest two-decimal value strictly above every score."""
-    return (math.floor(float(scores.max()) * 100 + 1e-9) + 1) / 100
+    top = round(float(scores.max()), 6)  # a float32 score of 59/100 is 0.58999997: it is 0.59
+    return (math.floor(round(top * 100, 6)) + 1) / 100
 
 
 def rewrite(path: Path, value: float, n: int, top: float, zoo: str) -> None:
