@@ -52,13 +52,15 @@ def test_the_out_of_zoo_section_sets_external_aucs_beside_the_zoo_cell_of_the_sa
     pd.DataFrame([
         {"source": "ours", "method": "m", "cell": c, "positives": 4, "negatives": 12, "auc": a, "cal_negatives": 48,
          "tpr_cal": 0.5, "fpr_cal": 0.0}
-        for c, a in (("finetune:light", 0.75), ("finetune:heavy", 0.5), ("all", 0.6), ("odd:cell", 0.1))
+        for c, a in (("all", 0.6), ("distill:T=4,150 steps", 0.9), ("finetune:light", 0.75), ("finetune:heavy", 0.5),
+                     ("odd:cell", 0.1))
     ] + [{"source": "qurd", "method": "m", "cell": "finetune:light", "auc": 0.2, "positives": 4, "negatives": 12,
           "cal_negatives": 0}]).to_csv(path, index=False)
     out = build_report(tmp_path, "syn").parent  # a new external summary alone makes the report stale
     table = pd.read_csv(out / "external.csv")
-    assert list(table["external cell"]) == ["finetune:light", "finetune:heavy", "all"]  # no peer rows, no stray cells
-    assert list(table["zoo transform"]) == ["finetune", "finetune_heavy", "(pooled)"]
+    # in the counterparts' order, no peer rows, no stray cells; a strength after the transform name is matched
+    assert list(table["external cell"]) == ["finetune:light", "finetune:heavy", "distill:T=4,150 steps", "all"]
+    assert list(table["zoo transform"]) == ["finetune", "finetune_heavy", "distill", "(pooled)"]
     light = table.iloc[0]
     assert (light["zoo AUC"], light["external AUC"], light["external - zoo"]) == (1.0, 0.75, -0.25)
     assert pd.isna(table.iloc[1]["zoo AUC"])  # finetune_heavy was not run in this zoo: said, not invented

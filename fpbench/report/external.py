@@ -27,6 +27,16 @@ COLUMNS = ["method", "external cell", "zoo transform", "zoo AUC", "external AUC"
            "external cal. negatives"]
 
 
+def _kind(cell: str) -> str:
+    """The COUNTERPART key of an external cell: the cell itself, or its transform without the strength
+    (``distill:T=4,150 steps`` -> ``distill``)."""
+    return cell if cell in COUNTERPART else cell.split(":")[0]
+
+
+def counterpart(cell: str) -> str:
+    return COUNTERPART.get(_kind(cell), "")
+
+
 def summary_path(runs_dir: Path | str) -> Path:
     return Path(runs_dir) / "external" / "ours" / "summary.csv"
 
@@ -38,7 +48,7 @@ def external_table(external: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     zoo_auc = {(r.method, r.transform): r.auc for r in cells[cells["status"] == "ok"].itertuples()}
     rows = []
     for r in ours.itertuples():
-        transform = COUNTERPART.get(r.cell, "")
+        transform = counterpart(r.cell)
         if not transform and r.cell != "all":
             continue
         grid = zoo_auc.get((r.method, transform), float("nan")) if transform else float("nan")
@@ -50,8 +60,8 @@ def external_table(external: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
                      "external cal. negatives": r.cal_negatives})
     order = {c: i for i, c in enumerate([*COUNTERPART, "all"])}
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.sort_values(["method", "external cell"], key=lambda s: s.map(order) if s.name == "external cell"
-                             else s, kind="stable").reset_index(drop=True)
+    return table.sort_values(["method", "external cell"], key=lambda s: s.map(lambda c: order[_kind(c)])
+                             if s.name == "external cell" else s, kind="stable").reset_index(drop=True)
 
 
 def external_section(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
