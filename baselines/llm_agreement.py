@@ -26,7 +26,7 @@ class LLMAgreement(Method):
     version = "1"
 
     def _next_tokens(self, subject):  # noqa: ANN001, ANN202 - an LMSubject
-        prompts = [t[: self.p.prompt_chars] for t in corpora.texts(self.p.source, self.p.prompts, seed=self.ctx.seed)]
+        prompts = corpora.probe_prompts(self.p.source, self.p.prompts, self.p.prompt_chars, self.ctx.seed)
         return subject.next_token_logits(prompts).argmax(-1)
 
     def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001

