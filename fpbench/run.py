@@ -74,7 +74,7 @@ def method_identity(method_cfg: dict[str, Any]) -> dict[str, Any]:
 def redecide(df: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, bool]:
     """Stored records at the method's current fixed threshold: ``threshold`` and ``decision`` rewritten where the
     threshold they were decided at differs (scores untouched); whether anything changed."""
-    if "threshold" not in df or not len(df) or (df["threshold"] == threshold).all():
+    if not np.isfinite(threshold) or "threshold" not in df or not len(df) or (df["threshold"] == threshold).all():
         return df, False
     out = df.copy()
     out["threshold"] = float(threshold)
@@ -202,8 +202,13 @@ class CellRunner:
         return to_frame(self.evaluator(method).evaluate(self.candidates(owners), suspects, prov))
 
     def fixed_threshold(self) -> float:
-        """The method config's fixed threshold (its code default where the YAML sets none)."""
-        return float(resolved_method(self.spec.method_cfg)["params"].get("threshold", float("nan")))
+        """The method config's fixed threshold (its code default where the YAML sets none; NaN when neither)."""
+        cfg = self.spec.method_cfg
+        try:
+            params = resolved_method(cfg)["params"]
+        except FpbenchError:  # a config the registry cannot resolve: its own value, if any
+            params = cfg.get("params") or {}
+        return float(params.get("threshold", float("nan")))
 
     def _status_record(self, status: str, message: str) -> Any:
         s = self.spec
