@@ -112,7 +112,7 @@ def model_row(zm: ZooModel) -> dict[str, Any]:
     scalar build info (accuracy, parent accuracy, weight change)."""
     info = {k: v for k, v in zm.meta.get("info", {}).items() if isinstance(v, (int, float, str, bool))}
     return {"id": zm.id, "root": zm.root_id, "arch": zm.arch, "parent": zm.parent_id or "",
-            "partner": zm.partner_id or "", "transform": zm.transform or "", "key": zm.key, **info}
+            "partner": getattr(zm, "partner_id", None) or "", "transform": zm.transform or "", "key": zm.key, **info}
 
 
 class CellRunner:
