@@ -170,10 +170,11 @@ class CellRunner:
             if not cell_done(thresholds.calibration_path(s.runs_dir, s.zoo_cfg["name"], s.method_cfg["name"]),
                              s.calibration_hash):  # missing or damaged: rebuilt, so the summary is calibrated
                 self.calibration(self.method(s.method_cfg), s.method_cfg)
-            df, changed = redecide(read_cell(path), self.fixed_threshold())  # type: ignore[arg-type]
+            threshold = self.fixed_threshold()
+            df, changed = redecide(read_cell(path), threshold)  # type: ignore[arg-type]
             if changed:
                 log.info("%s x %s: re-decided at the config's threshold %g (scores kept)", s.method_cfg["name"],
-                         s.transform_cfg["name"], self.fixed_threshold())
+                         s.transform_cfg["name"], threshold)
                 write_cell(path, df)
             return df, True
         try:
