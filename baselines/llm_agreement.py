@@ -23,6 +23,7 @@ class LLMAgreement(Method):
     Params = AgreementParams
     p: AgreementParams
     access = "black-box probabilities"
+    modality = "language"
     version = "1"
 
     def _next_tokens(self, subject):  # noqa: ANN001, ANN202 - an LMSubject

@@ -59,6 +59,7 @@ class LLMGradient(Method):
     Params = GradientParams
     p: GradientParams
     access = "white-box weights"
+    modality = "language"
     version = "1"
 
     def _vector(self, subject) -> torch.Tensor:  # noqa: ANN001 - an LMSubject

@@ -74,6 +74,7 @@ class LLMHuref(Method):
     Params = HurefParams
     p: HurefParams
     access = "white-box weights"
+    modality = "language"
     version = "1"
 
     def _feature(self, subject) -> torch.Tensor:  # noqa: ANN001 - an LMSubject

@@ -82,6 +82,7 @@ class LLMMet(Method):
     Params = MetParams
     p: MetParams
     access = "black-box labels"
+    modality = "language"
     version = "1"
 
     def probe_prompts(self) -> list[str]:

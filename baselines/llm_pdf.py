@@ -36,6 +36,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 class LLMPdf(Method):
     access = "white-box weights"
+    modality = "language"
     version = "1"
 
     def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001 - an LMSubject

@@ -47,6 +47,7 @@ class LLMReef(Method):
     Params = ReefParams
     p: ReefParams
     access = "white-box features"
+    modality = "language"
     version = "1"
 
     def probe_prompts(self) -> list[str]:

@@ -37,6 +37,7 @@ class LLMSef(Method):
     Params = SefParams
     p: SefParams
     access = "black-box labels"
+    modality = "language"
     version = "1"
 
     def questions(self) -> list[str]:

@@ -135,6 +135,7 @@ class Method(abc.ABC):
     access: ClassVar[Access]
     version: ClassVar[str] = "1"
     compares_outputs: ClassVar[bool] = False  # True: owner's and suspect's output vectors are compared entry-wise
+    modality: ClassVar[str] = "vision"  # the models it fingerprints: "vision" (and their multimodal children) | "language"
 
     def __init__(self, params: dict[str, Any] | None, ctx: MethodContext, name: str | None = None) -> None:
         self.name = name or type(self).__name__.lower()
@@ -215,6 +216,8 @@ class Transform(abc.ABC):
     Params: ClassVar[type[TransformParams]] = TransformParams
     version: ClassVar[str] = "1"
     partners: ClassVar[int] = 0  # 1: the child has a second parent, another root's model (``ctx.partner``)
+    # the kinds of model (``ModelSpec.modality``) it makes children of; the zoo refuses others with the reason
+    modalities: ClassVar[tuple[str, ...]] = ("vision", "vision-language")
 
     def __init__(self, params: dict[str, Any] | None, name: str | None = None) -> None:
         self.name = name or type(self).__name__.lower()

@@ -46,3 +46,10 @@ def load_option(group: str, name: str) -> dict[str, Any]:
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     return out
+
+
+def zoo_modality(zoo: str | dict[str, Any]) -> str:
+    """The kind of model a zoo (its name or config) holds: ``language`` for a text task (``data.name: text``),
+    else ``vision``."""
+    cfg = load_option("zoo", zoo) if isinstance(zoo, str) else zoo
+    return "language" if (cfg.get("data") or {}).get("name") == "text" else "vision"

@@ -75,6 +75,7 @@ class DataBundle:
     splits: dict[str, ImageSet]
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    modality: str = "vision"  # a model of this task's ModelSpec.modality (fpbench.llm.data: "language")
 
     @property
     def num_classes(self) -> int:
@@ -209,5 +210,10 @@ def bundle_from_arrays(x: np.ndarray, y: np.ndarray, classes: list[str], cfg: di
 
 
 def load_bundle(cfg: dict[str, Any]) -> DataBundle:
-    """Load (and memoise) the data bundle a zoo config describes; splits are disjoint by construction."""
+    """Load (and memoise) the data bundle a zoo config describes; splits are disjoint by construction.
+    ``name: text`` is the language task of the LLM zoo (``fpbench.llm.data``)."""
+    if cfg.get("name") == "text":
+        from fpbench.llm.data import load_text_bundle
+
+        return load_text_bundle(cfg)  # type: ignore[return-value]  # the same interface, for text
     return _load_bundle_cached(json.dumps(dict(cfg), sort_keys=True, default=str))

@@ -148,19 +148,33 @@ class Evaluator:
 
     # ------------------------------------------------------------------ models
     def subject(self, cand: Candidate) -> ModelSubject:
-        """The model loaded in full, its task accuracy checked through the query pipeline methods use."""
-        subject = ModelSubject(cand.id, cand.load(), cand.spec, self.device, owner_private=cand.owner_private)
+        """The model loaded in full, its task accuracy checked through the query pipeline methods use (a language
+        model behind ``fpbench.llm.subject.LMSubject``, which language methods query)."""
+        if cand.spec.modality == "language":
+            from fpbench.llm.subject import LMSubject
+            from fpbench.llm.text import byte_tokenizer
+
+            subject = LMSubject(cand.id, cand.load(), byte_tokenizer(), self.device, spec=cand.spec,
+                                owner_private=cand.owner_private)
+        else:
+            subject = ModelSubject(cand.id, cand.load(), cand.spec, self.device, owner_private=cand.owner_private)
         if cand.key not in self.accuracy:
             self.accuracy[cand.key] = self._checked_accuracy(cand, subject)
-        subject.query_count = 0
+        if isinstance(subject, ModelSubject):
+            subject.query_count = 0
         return subject
 
     def _checked_accuracy(self, cand: Candidate, subject: ModelSubject) -> float:
         test = self.data.split("test")
-        n = min(ACCURACY_PROBE, len(test))
-        acc = float((subject.labels(test.tensor(slice(0, n))).cpu() == test.labels[:n]).float().mean())
+        if cand.spec.modality == "language":  # next-token accuracy on the test texts, tokenized as prompts are
+            texts = test.texts[:ACCURACY_PROBE]
+            n, total = len(texts), len(test.texts)
+            acc = subject.token_accuracy(texts)
+        else:
+            n, total = min(ACCURACY_PROBE, len(test)), len(test)
+            acc = float((subject.labels(test.tensor(slice(0, n))).cpu() == test.labels[:n]).float().mean())
         stored = cand.stored_accuracy
-        tol = 1e-6 if len(test) <= ACCURACY_PROBE else ACCURACY_TOLERANCE + 2.0 / math.sqrt(n)
+        tol = 1e-6 if n == total else ACCURACY_TOLERANCE + 2.0 / math.sqrt(n)
         if math.isfinite(stored) and abs(acc - stored) > tol:
             raise PipelineMismatch(
                 f"{cand.id}: accuracy through the query pipeline is {acc:.3f} but {stored:.3f} when built; "
@@ -190,14 +204,14 @@ class Evaluator:
         method = self.method
         try:
             method.check_applicable(_SpecOnly(owner), suspect)
-            view = SuspectView(suspect, method.access, method.query_budget)
+            view = suspect_view(suspect, method.access, method.query_budget)
             t0 = time.perf_counter()
             try:
                 score = float(method.score(fp, view))
             finally:
                 suspect.query_budget = None
             rec.verify_seconds = time.perf_counter() - t0
-            rec.queries = suspect.query_count
+            rec.queries = view.query_count
             rec.score = score
             rec.decision = int(math.isfinite(score) and score >= method.threshold)
             if not math.isfinite(score):
@@ -240,6 +254,14 @@ class Evaluator:
                     self.score_pair(fp, owner, suspect, rec)
                 records.append(rec)
         return records
+
+
+def suspect_view(subject: Any, access: str, budget: int | None) -> Any:
+    """What a method's ``score`` gets of a suspect: a ``SuspectView`` of a vision subject, a language subject's
+    own access-limited view (its budget counts prompts)."""
+    if isinstance(subject, ModelSubject):
+        return SuspectView(subject, access, budget)
+    return subject.view(access, budget)
 
 
 class _SpecOnly:

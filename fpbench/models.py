@@ -93,5 +93,15 @@ def build_module(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def head_of(trunk: nn.Module) -> nn.Module | None:
+    """The output layer of a trunk, which pruning and LoRA leave whole: a timm classifier, or a transformers
+    model's ``lm_head`` (pruning away classes, or vocabulary, is not pruning)."""
+    if hasattr(trunk, "get_classifier"):
+        return trunk.get_classifier()
+    if hasattr(trunk, "get_output_embeddings"):
+        return trunk.get_output_embeddings()
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -105,6 +105,14 @@ METHODS = registry_of("method", base="fpbench.api:Method", entries={
     "cae": "baselines.cae:CAE",
     "ipguard": "baselines.ipguard:IPGuard",
     "uap": "baselines.uap:UAP",
+    # language models (zoo=llm_ci / llm_tiny: the LLM families of LeaFBench)
+    "llm_reef": "baselines.llm_reef:LLMReef",
+    "llm_pdf": "baselines.llm_pdf:LLMPdf",
+    "llm_huref": "baselines.llm_huref:LLMHuref",
+    "llm_gradient": "baselines.llm_gradient:LLMGradient",
+    "llm_met": "baselines.llm_met:LLMMet",
+    "llm_sef": "baselines.llm_sef:LLMSef",
+    "llm_agreement": "baselines.llm_agreement:LLMAgreement",
 })
 
 TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
@@ -121,6 +129,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "partial": "transforms.partial:Partial",
     "advtrain": "transforms.advtrain:AdvTrain",
     "distill": "transforms.distill:Distill",
+    "lm_distill": "transforms.lm_distill:LMDistill",
     "lora": "transforms.lora:LoRA",
     "merge": "transforms.merge:Merge",
     "merge_cross": "transforms.merge:CrossMerge",

@@ -25,6 +25,7 @@ import pandas as pd
 from fpbench import metrics as M
 from fpbench import thresholds
 from fpbench.api import Method
+from fpbench.config import zoo_modality
 from fpbench.errors import ConfigError, FpbenchError, NotApplicable, PipelineMismatch, UnknownName  # noqa: F401 (re-exported)
 from fpbench.evaluate import Candidate, Evaluator, Provenance, base_record, make_method, method_impl, resolved_method
 from fpbench.records import cell_done, cell_path, merge_models, models_path, read_cell, to_frame, write_cell
@@ -304,9 +305,23 @@ def check_splits(params: dict[str, Any], zoo_cfg: dict[str, Any], where: str) ->
                               f"'{zoo_cfg['name']}'; valid: {', '.join(splits)}")
 
 
+def check_modality(method_name: str, cls: Any, zoo_cfg: dict[str, Any]) -> None:
+    """A method of image models cannot score a language zoo, nor the reverse: say so with the methods that can."""
+    kind = zoo_modality(zoo_cfg)
+    if cls.modality != kind:
+        from fpbench.registry import METHODS
+
+        fits = sorted(n for n in METHODS.names() if method_class(n).modality == kind)
+        raise ConfigError(f"method '{method_name}' fingerprints {cls.modality} models, but zoo '{zoo_cfg['name']}' "
+                          f"holds {kind} models; implementations for it: {', '.join(fits)} (conf/method/*.yaml "
+                          "names them, e.g. method=reef)")
+
+
 def validate_cell(spec: CellSpec) -> None:
     """Reject out-of-range method or transform parameters (each chain step too) before anything is built."""
-    method_class(method_impl(spec.method_cfg)).resolve_params(spec.method_cfg.get("params"), spec.method_cfg["name"])
+    cls = method_class(method_impl(spec.method_cfg))
+    check_modality(spec.method_cfg["name"], cls, spec.zoo_cfg)
+    cls.resolve_params(spec.method_cfg.get("params"), spec.method_cfg["name"])
 
     def check_transform(cfg: dict[str, Any]) -> None:
         if cfg["impl"] == "chain":

@@ -23,7 +23,10 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(x), y)
+    """The task's loss: a classifier's cross-entropy, or the model's own ``task_loss`` where it has one (a
+    language model's next-token loss, ``fpbench.llm.models.LanguageModel``)."""
+    own = getattr(model, "task_loss", None)
+    return own(x, y) if own is not None else F.cross_entropy(model(x), y)
 
 
 def frozen_statistics_loss(train_mode: nn.Module | None = None) -> LossFn:
@@ -34,7 +37,7 @@ def frozen_statistics_loss(train_mode: nn.Module | None = None) -> LossFn:
         model.eval()
         if train_mode is not None:
             train_mode.train()
-        return F.cross_entropy(model(x), y)
+        return cross_entropy_loss(model, x, y)
 
     return loss
 
@@ -162,7 +165,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 @torch.inference_mode()
 def accuracy(model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 512) -> float:
+    """Test accuracy of ``model`` on ``data``: a split that defines its own task accuracy (text: next-token
+    accuracy, ``fpbench.llm.data.TextSplit``) is asked for it."""
     model.eval()
+    own = getattr(data, "accuracy", None)
+    if own is not None:
+        return float(own(model, device))
     correct = 0
     for x, y in data.batches(batch_size, device=device):
         correct += int((model(x).argmax(1) == y).sum())

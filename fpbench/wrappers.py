@@ -15,12 +15,15 @@ The functions that make these layers live here too, so a transform and the loade
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
 LORA_ADAPTER = "default"
+# LLM.int8 logs a warning on every forward of float32 inputs (it casts them to float16): expected, not news
+logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 # ------------------------------------------------------------------ LoRA (peft)

@@ -213,8 +213,21 @@ def bench_verify(zoo: str, runs: Path) -> dict[str, Any]:
             "separate_calls_per_pair": separate / pairs}
 
 
+def bench_llm(zoo: str, runs: Path) -> dict[str, Any]:
+    """The language grid (issue 18's bars): the llm_ci cell the test suite runs, cold; then ``zoo=llm_tiny``
+    ``experiment=llm`` cold and warm -- zoo stage, method sweep and tables, as ``make run`` does it."""
+    shutil.rmtree(runs, ignore_errors=True)
+    ci = timed([PY, "-m", "fpbench.run", "zoo=llm_ci", "method=reef", "transform=lora", f"runs_dir={runs}/ci",
+                "progress=false"])
+    tiny = runs / "llm_tiny"
+    cold = {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands("llm_tiny", tiny, "llm"), strict=True)}
+    warm = {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands("llm_tiny", tiny, "llm"), strict=True)}
+    return {"ci_cell_seconds": ci, "cold_seconds": cold, "warm_seconds": warm, "cold_total": sum(cold.values()),
+            "warm_total": sum(warm.values())}
+
+
 SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling,
-            "transfer": bench_transfer, "verify": bench_verify}
+            "transfer": bench_transfer, "verify": bench_verify, "llm": bench_llm}
 
 
 def load_line(entry: dict[str, Any]) -> str:
@@ -303,6 +316,13 @@ def render(results: dict[str, Any], earlier: str = "") -> str:
                       f" s ({r['one_process_per_pair']:.2f} s per pair)**; twenty separate calls, one suspect each, "
                       f"{r['separate_calls_seconds']:.1f} s ({r['separate_calls_per_pair']:.2f} s per pair). Both after "
                       "one call that filled the fingerprint cache.", ""]
+        elif name == "llm":
+            lines += [f"`python -m fpbench.run zoo=llm_ci method=reef transform=lora`, cold: **{r['ci_cell_seconds']:.0f} s**"
+                      " (bar: under 2 min). `zoo=llm_tiny experiment=llm` (every language method x every derivation):",
+                      "", "| stage | cold s | warm s |", "|---|---|---|"]
+            lines += [f"| {k} | {r['cold_seconds'][k]:.1f} | {r['warm_seconds'][k]:.1f} |" for k in r["cold_seconds"]]
+            lines += [f"| **total** | **{r['cold_total']:.1f}** | **{r['warm_total']:.1f}** |", "",
+                      "Bars: the zoo stage under 60 min cold on 2 cores; the warm rerun under 2 min.", ""]
         elif name == "scaling":
             lines += [f"Adding method `{r['extra_method']}` to the built grid took {r['seconds']:.1f} s and built "
                       f"{r['builds_for_extra_method']} artefacts ({r['artefacts_before']} -> {r['artefacts_after']}):"

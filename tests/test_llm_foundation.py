@@ -177,8 +177,9 @@ def test_a_language_model_spec_rebuilds_through_the_harness_builder_and_reloads_
     model, tok = _lm("mistral")
     spec = ModelSpec(arch={"builder": "causal_lm", "family": "mistral", **ARCH}, num_classes=len(tok), class_names=[],
                      input={"block_size": ARCH["block_size"], "tokenizer": "byte"}, modality="language")
-    rebuilt = build_module(ModelSpec.from_dict(spec.to_dict()))
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt = build_module(ModelSpec.from_dict(spec.to_dict()))  # a LanguageModel around the transformers model
+    rebuilt.net.load_state_dict(model.state_dict(), strict=True)
     ids = tok(["round trip"], add_special_tokens=False, return_tensors="pt").input_ids
     with torch.no_grad():
-        assert torch.equal(rebuilt(input_ids=ids).logits, model(input_ids=ids).logits)
+        assert torch.equal(rebuilt(ids), model(input_ids=ids).logits)  # token ids in, next-token logits out
+        assert torch.allclose(rebuilt.task_loss(ids, ids), model(input_ids=ids, labels=ids).loss)

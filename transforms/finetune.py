@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
+from fpbench.models import head_of
 from fpbench.train import TrainingParams, cross_entropy_loss, frozen_statistics_loss, train
 
 
@@ -19,13 +20,14 @@ class FineTune(Transform):
     Params = FineTuneParams
     p: FineTuneParams
     version = "2"  # v2: last_layer_only keeps the trunk's BatchNorm statistics frozen too
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         p = self.p
         cfg = p.train_config()
         params, loss_fn = None, cross_entropy_loss
         if p.last_layer_only:
-            head = model.trunk.get_classifier()  # type: ignore[attr-defined]
+            head = head_of(model.trunk)  # type: ignore[attr-defined]
             for q in model.parameters():
                 q.requires_grad_(False)
             for q in head.parameters():

@@ -20,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.models import head_of
 from fpbench.train import TrainConfig, TrainingParams, frozen_statistics_loss, train
 from fpbench.wrappers import lora_peft_model
 
@@ -27,9 +28,10 @@ from fpbench.wrappers import lora_peft_model
 def lora_targets(trunk: nn.Module, patterns: Sequence[str] | str) -> list[str]:
     """Names of the trunk's LoRA-able layers matching ``patterns`` (peft's rule: the name or a ``.``-suffix of it;
     a string is a full-match regex; ``"all"`` takes every eligible layer)."""
-    head = trunk.get_classifier() if hasattr(trunk, "get_classifier") else None
-    eligible = [n for n, m in trunk.named_modules()
-                if m is not head and (isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1))]
+    head = head_of(trunk)
+    eligible = [n for n, m in trunk.named_modules()  # transformers' Conv1D: GPT-2's linears (peft adapts them)
+                if m is not head and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+                                      or (isinstance(m, nn.Conv2d) and m.groups == 1))]
     if patterns == "all":
         return eligible
     if isinstance(patterns, str):
@@ -61,6 +63,7 @@ class LoRA(Transform):
     Params = LoRAParams
     p: LoRAParams
     version = "1"
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
         if spec.wrappers:

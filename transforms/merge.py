@@ -51,6 +51,7 @@ class Merge(Transform):
     Params = MergeParams
     p: MergeParams
     version = "1"
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         p = self.p

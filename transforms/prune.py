@@ -14,12 +14,13 @@ import torch.nn.utils.prune as tprune
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
+from fpbench.models import head_of
 from fpbench.train import RecoveryParams, recover
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     trunk = model.trunk  # type: ignore[attr-defined]
-    head = trunk.get_classifier() if hasattr(trunk, "get_classifier") else None
+    head = head_of(trunk)
     return [(n, m) for n, m in trunk.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
 
@@ -38,6 +39,7 @@ class Prune(Transform):
     Params = PruneParams
     p: PruneParams
     version = "2"
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     @property
     def cheap(self) -> bool:

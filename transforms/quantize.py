@@ -75,6 +75,7 @@ class Quantize(Transform):
     Params = QuantizeParams
     p: QuantizeParams
     version = "2"  # v2: linears through bitsandbytes/torchao (backend); v1 was our quantizer everywhere
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     @property
     def cheap(self) -> bool:

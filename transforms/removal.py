@@ -39,6 +39,7 @@ class RemovalFineTune(FineTune):
     Params = RemovalParams
     p: RemovalParams
     version = "1"
+    modalities = ("vision", "vision-language", "language")  # works on any module with a trunk of linear layers
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         noise = self.p.noise

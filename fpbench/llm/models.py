@@ -69,60 +69,118 @@ def build_lm(arch: dict[str, Any], vocab_size: int, pad_id: int, eos_id: int) ->
     return model_cls(cfg)
 
 
-def build_from_spec(arch: dict[str, Any], spec: Any) -> PreTrainedModel:
+class LanguageModel(nn.Module):
+    """A causal LM as the zoo holds it (the language twin of ``fpbench.models.ImageClassifier``): ``net`` is the
+    transformers model and ``trunk`` the network whose weights transforms and white-box methods read. Token ids
+    in, next-token logits ``[N, T, vocab]`` out, so the harness's shared code (training loop, child checks,
+    pruning, quantization) treats it like any other module; :meth:`task_loss` and :meth:`count_correct` are the
+    language task's loss and accuracy, which ``fpbench.train`` uses in place of a classifier's."""
+
+    def __init__(self, net: PreTrainedModel) -> None:
+        super().__init__()
+        self.net = net
+
+    @property
+    def trunk(self) -> nn.Module:
+        return self.net
+
+    @property
+    def config(self) -> Any:
+        return self.net.config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids=x).logits
+
+    def task_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy (transformers shifts the labels inside; -100 marks padding)."""
+        return self.net(input_ids=x, labels=y).loss
+
+    @torch.no_grad()
+    def count_correct(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        """(greedy next-token predictions that are right, tokens predicted) on blocks ``x`` with targets ``y``."""
+        pred = self(x)[:, :-1].argmax(-1)
+        target = y[:, 1:]
+        keep = target != -100
+        return int((pred[keep] == target[keep]).sum()), int(keep.sum())
+
+
+def build_from_spec(arch: dict[str, Any], spec: Any) -> LanguageModel:
     """``fpbench.models.build_module``'s builder ``causal_lm``: the architecture on the shared byte tokenizer."""
     from fpbench.llm.text import byte_tokenizer
 
     tok = byte_tokenizer()
-    return build_lm(arch, len(tok), tok.pad_token_id, tok.eos_token_id)
+    return LanguageModel(build_lm(arch, len(tok), tok.pad_token_id, tok.eos_token_id))
+
+
+def hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a :class:`LanguageModel` (or the model itself)."""
+    return model.net if isinstance(model, LanguageModel) else model
 
 
 def family_of(model: nn.Module) -> str:
     """The family of a model :func:`build_lm` made (from its transformers config)."""
-    kind = getattr(getattr(model, "config", None), "model_type", "")
+    kind = getattr(getattr(hf_model(model), "config", None), "model_type", "")
     if kind not in FAMILIES:
         raise ConfigError(f"not a language model of a known family (model_type '{kind}'); valid: {', '.join(FAMILIES)}")
     return kind
 
 
-Get = Callable[[nn.Parameter], torch.Tensor]
+# Reads one module's weight: its dense effective weight (``canonical_weights``) or its gradient.
+Read = Callable[[nn.Module], torch.Tensor]
 
 
-def _gpt2_weights(model: nn.Module, get: Get) -> dict[str, torch.Tensor]:
+def _gpt2_weights(model: nn.Module, read: Read) -> dict[str, torch.Tensor]:
     t = model.transformer
-    out = {"embed": get(t.wte.weight), "norm": get(t.ln_f.weight), "lm_head": get(model.lm_head.weight)}
+    out = {"embed": read(t.wte), "norm": read(t.ln_f), "lm_head": read(model.lm_head)}
     for i, block in enumerate(t.h):
-        q, k, v = get(block.attn.c_attn.weight).T.chunk(3, dim=0)  # Conv1D stores [in, 3 * out]
+        q, k, v = read(block.attn.c_attn).T.chunk(3, dim=0)  # Conv1D stores [in, 3 * out]
         out |= {f"layers.{i}.attn.q": q, f"layers.{i}.attn.k": k, f"layers.{i}.attn.v": v,
-                f"layers.{i}.attn.o": get(block.attn.c_proj.weight).T, f"layers.{i}.mlp.up": get(block.mlp.c_fc.weight).T,
-                f"layers.{i}.mlp.down": get(block.mlp.c_proj.weight).T, f"layers.{i}.norm_attn": get(block.ln_1.weight),
-                f"layers.{i}.norm_mlp": get(block.ln_2.weight)}
+                f"layers.{i}.attn.o": read(block.attn.c_proj).T, f"layers.{i}.mlp.up": read(block.mlp.c_fc).T,
+                f"layers.{i}.mlp.down": read(block.mlp.c_proj).T, f"layers.{i}.norm_attn": read(block.ln_1),
+                f"layers.{i}.norm_mlp": read(block.ln_2)}
     return out
 
 
-def _llama_weights(model: nn.Module, get: Get) -> dict[str, torch.Tensor]:
+def _llama_weights(model: nn.Module, read: Read) -> dict[str, torch.Tensor]:
     m = model.model
-    out = {"embed": get(m.embed_tokens.weight), "norm": get(m.norm.weight), "lm_head": get(model.lm_head.weight)}
+    out = {"embed": read(m.embed_tokens), "norm": read(m.norm), "lm_head": read(model.lm_head)}
     for i, layer in enumerate(m.layers):
         a, f = layer.self_attn, layer.mlp
-        out |= {f"layers.{i}.attn.{n}": get(getattr(a, f"{n}_proj").weight) for n in ("q", "k", "v", "o")}
-        out |= {f"layers.{i}.mlp.{n}": get(getattr(f, f"{n}_proj").weight) for n in ("gate", "up", "down")}
-        out |= {f"layers.{i}.norm_attn": get(layer.input_layernorm.weight),
-                f"layers.{i}.norm_mlp": get(layer.post_attention_layernorm.weight)}
+        out |= {f"layers.{i}.attn.{n}": read(getattr(a, f"{n}_proj")) for n in ("q", "k", "v", "o")}
+        out |= {f"layers.{i}.mlp.{n}": read(getattr(f, f"{n}_proj")) for n in ("gate", "up", "down")}
+        out |= {f"layers.{i}.norm_attn": read(layer.input_layernorm),
+                f"layers.{i}.norm_mlp": read(layer.post_attention_layernorm)}
     return out
 
 
-def canonical_weights(model: nn.Module, get: Get | None = None) -> dict[str, torch.Tensor]:
-    """The model's weights under the canonical names; ``get`` maps each parameter first (default: the
-    parameter itself; :func:`canonical_gradients` passes its gradient)."""
-    get = get or (lambda p: p)
-    return _gpt2_weights(model, get) if family_of(model) == "gpt2" else _llama_weights(model, get)
+def _dense(module: nn.Module) -> torch.Tensor:
+    """The weight a layer computes with: LoRA deltas added, quantized codes dequantized (``fpbench.weights``);
+    a norm's or an embedding's own weight."""
+    from fpbench.weights import dense_weight
+
+    w = dense_weight(module)
+    return w if w is not None else module.weight
+
+
+def _canonical(model: nn.Module, read: Read) -> dict[str, torch.Tensor]:
+    net = hf_model(model)
+    return _gpt2_weights(net, read) if family_of(net) == "gpt2" else _llama_weights(net, read)
+
+
+def canonical_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's effective weights under the canonical names (a quantized or LoRA-wrapped child's too)."""
+    return _canonical(model, _dense)
 
 
 def canonical_gradients(model: nn.Module) -> dict[str, torch.Tensor]:
     """Each canonical weight's gradient after a backward pass (zeros where a parameter got none)."""
-    return canonical_weights(model, lambda p: p.grad if p.grad is not None else torch.zeros_like(p))
+    def grad(module: nn.Module) -> torch.Tensor:
+        p = getattr(module, "base_layer", module).weight
+        return p.grad if p.grad is not None else torch.zeros_like(p)
+
+    return _canonical(model, grad)
 
 
 def num_layers(model: nn.Module) -> int:
-    return int(model.config.num_hidden_layers if family_of(model) != "gpt2" else model.config.n_layer)
+    cfg = hf_model(model).config
+    return int(cfg.num_hidden_layers if family_of(model) != "gpt2" else cfg.n_layer)

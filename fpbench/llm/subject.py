@@ -10,12 +10,15 @@ features", gradients and weights "white-box weights". A query over the access or
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import ByT5Tokenizer
 
 from fpbench.errors import AccessViolation, QueryBudgetExceeded
-from fpbench.llm.models import canonical_gradients, canonical_weights, num_layers
+from fpbench.llm.models import canonical_gradients, canonical_weights, hf_model, num_layers
+from fpbench.llm.text import token_accuracy
 from fpbench.subject import allows
 
 # each query of this interface, as the vision subject's query it needs the same access for
@@ -28,9 +31,12 @@ class LMSubject:
 
     def __init__(self, id: str, model: nn.Module, tokenizer: ByT5Tokenizer, device: torch.device,
                  access: str = "white-box weights", prompt_budget: int | None = None,
-                 token_budget: int | None = None, batch_size: int = 64) -> None:
+                 token_budget: int | None = None, batch_size: int = 64, spec: Any = None,
+                 owner_private: dict[str, Any] | None = None) -> None:
         self.id = id
-        self.model = model.to(device).eval()
+        self.model = hf_model(model).to(device).eval()  # the transformers model (a zoo LanguageModel unwrapped)
+        self.spec = spec  # the zoo's ModelSpec when the harness made the subject
+        self.owner_private: dict[str, Any] = dict(owner_private or {})
         self.tok = tokenizer
         self.device = device
         self.access = access
@@ -41,6 +47,17 @@ class LMSubject:
 
     def __repr__(self) -> str:
         return f"LMSubject({self.id!r}, {self.model.config.model_type})"
+
+    @property
+    def query_count(self) -> int:
+        """Prompts sent so far (the harness records it as a pair's queries)."""
+        return self.prompts_sent
+
+    def view(self, access: str, prompt_budget: int | None = None) -> LMSubject:
+        """The same model as a suspect reached by a method of ``access`` (its counters start at zero): what the
+        harness passes to ``score``."""
+        return LMSubject(self.id, self.model, self.tok, self.device, access=access, prompt_budget=prompt_budget,
+                         batch_size=self.batch_size, spec=self.spec)
 
     # ------------------------------------------------------------------ accounting
     def _allow(self, query: str) -> None:
@@ -66,6 +83,11 @@ class LMSubject:
         return [prompts[i : i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
 
     # ------------------------------------------------------------------ queries
+    def token_accuracy(self, texts: list[str]) -> float:
+        """Greedy next-token accuracy on ``texts``, tokenized as every prompt is: the task-accuracy check the
+        harness makes through the query pipeline before a model is scored (not counted against the budget)."""
+        return token_accuracy(self.model, self.tok, texts, self.device, self.batch_size)
+
     @torch.no_grad()
     def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
         """[N, vocab] logits of the token after each prompt."""

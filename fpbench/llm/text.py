@@ -52,3 +52,20 @@ def token_blocks(tok: ByT5Tokenizer, texts: list[str], block_size: int, limit: i
 def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy (transformers shifts the labels inside)."""
     return model(input_ids=x, labels=y).loss
+
+
+@torch.no_grad()
+def token_accuracy(model: nn.Module, tok: ByT5Tokenizer, texts: list[str], device: torch.device | str = "cpu",
+                   batch_size: int = 64) -> float:
+    """Greedy next-token accuracy of a transformers causal LM on ``texts`` (each tokenized alone, left-padded as
+    every prompt is): the language task's accuracy, the same number at build time and through a subject."""
+    model.eval()
+    correct = total = 0
+    for start in range(0, len(texts), batch_size):
+        enc = tok(texts[start : start + batch_size], add_special_tokens=False, padding=True, return_tensors="pt")
+        ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+        pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+        keep = (mask[:, :-1] * mask[:, 1:]).bool()  # a real token predicting the next real token
+        correct += int((pred == ids[:, 1:])[keep].sum())
+        total += int(keep.sum())
+    return correct / max(1, total)

@@ -47,6 +47,10 @@ for _section in [
     Section("external", "Out-of-zoo check: AUC on models made outside the zoo (plain timm code, another task; "
             "`make external`) beside the zoo's AUC on the cell that makes the same kind of child",
             "fpbench.report.external:external_section"),
+    Section("llm", "LLM families (LeaFBench's setting): AUC, KS statistic, mean score difference and accuracy at the "
+            "Youden threshold (in-sample: chosen on the pairs it scores, as LeaFBench does) beside the calibrated "
+            "threshold's TPR/FPR, per method pooled, by derivative type and by family",
+            "fpbench.report.llm:llm_section"),
     Section("lineage_claims", "Lineage tracking: ancestry claims decided from each method's scores (path: a chain "
             "of verified steps; direct: the ancestor's signature on the query)", "fpbench.lineage.report:claims_section"),
     Section("lineage_reconstruction", "Lineage reconstruction: parents recovered by a maximum spanning arborescence "

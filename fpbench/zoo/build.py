@@ -12,6 +12,7 @@ the children whose config does not set that parameter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,7 @@ class Zoo:
             raise ConfigError(f"zoo.{self.name}: unknown arch '{arch}'; archs: {', '.join(archs)}")
         return ModelSpec(
             arch=dict(archs[arch]), num_classes=self.data.num_classes, class_names=list(self.data.class_names),
-            input=self.data.input_spec(), data_id=self.data.id,
+            input=self.data.input_spec(), data_id=self.data.id, modality=getattr(self.data, "modality", "vision"),
         )
 
     def root(self, arch: str, seed: int) -> ZooModel:
@@ -180,9 +181,22 @@ class Zoo:
         return out
 
     # ---------------------------------------------------------------- children
+    def transform_config(self, tcfg: dict[str, Any] | str) -> dict[str, Any]:
+        """A transform config with this zoo's settings for it over its own: ``zoo.transform_defaults`` fill the
+        parameters a transform has and its config leaves unset (a language zoo trains every child with AdamW at
+        its own learning rate), then ``zoo.transform_params.<name>`` set that transform's parameters."""
+        cfg = transform_config(tcfg)
+        if cfg["impl"] == "chain":
+            return cfg  # each step gets the zoo's settings when it is built
+        fields = {f.name for f in dataclasses.fields(transform_class(cfg["impl"]).Params)}
+        defaults = {k: v for k, v in (self.cfg.get("transform_defaults") or {}).items()
+                    if k in fields and k not in cfg["params"]}
+        own = dict((self.cfg.get("transform_params") or {}).get(cfg["name"]) or {})
+        return {**cfg, "params": {**cfg["params"], **defaults, **own}} if defaults or own else cfg
+
     def child(self, parent: ZooModel, tcfg: dict[str, Any] | str) -> ZooModel:
         """``T(parent)`` for a transform config (a chain applies its steps in order, each stored)."""
-        tcfg = transform_config(tcfg)
+        tcfg = self.transform_config(tcfg)
         if tcfg["impl"] == "chain":
             steps = tcfg["params"].get("steps") or []
             if not steps:
@@ -254,6 +268,9 @@ class Zoo:
     def apply(self, transform: Transform, parent: ZooModel, seed: int,
               partner: ZooModel | None = None) -> TransformResult:
         """``transform`` applied to ``parent`` with ``seed`` (and its second parent), as a child is built."""
+        if parent.spec.modality not in transform.modalities:
+            raise NotApplicable(f"transform '{transform.name}' makes children of {' or '.join(transform.modalities)} "
+                                f"models; {parent.id} is a {parent.spec.modality} model")
         model = self.load_module(parent)
         transform.check(parent.spec, model)
         seed_everything(seed)

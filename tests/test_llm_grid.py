@@ -1,0 +1,116 @@
+"""The language-model families in the same grid as the vision models: a cell of the llm_ci zoo through the CLI
+(roots trained on text, a LoRA child made by peft, REEF scoring owners x suspects with negatives in the cell and a
+calibrated threshold), the language task's data and accuracy check, and the errors that keep the two kinds of
+model apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from fpbench.config import load_option
+from fpbench.records import cell_path
+
+CPU = torch.device("cpu")
+
+
+def _run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fpbench.run", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def llm_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("llm_runs")
+
+
+@pytest.fixture(scope="module")
+def reef_lora(llm_runs: Path) -> pd.DataFrame:
+    """The cell the issue names: python -m fpbench.run zoo=llm_ci method=reef transform=lora (cold)."""
+    proc = _run("zoo=llm_ci", "method=reef", "transform=lora", f"runs_dir={llm_runs}", "progress=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert any(ln.startswith("[llm_ci] reef x lora") for ln in proc.stdout.splitlines()), proc.stdout
+    return pd.read_parquet(cell_path(llm_runs, "llm_ci", "reef", "lora"))
+
+
+@pytest.fixture(scope="module")
+def llm_zoo(llm_runs: Path, reef_lora: pd.DataFrame):
+    from fpbench.zoo.build import Zoo
+
+    return Zoo(load_option("zoo", "llm_ci"), llm_runs, CPU, seed=0, progress=False)
+
+
+def test_a_language_cell_has_positives_and_negatives_and_separates_them(reef_lora: pd.DataFrame) -> None:
+    df = reef_lora[reef_lora["status"] == "ok"]
+    roots = 4
+    assert (df["label"] == 1).sum() == roots and (df["label"] == 0).sum() == roots * (roots - 1)
+    # every model does its task through the query pipeline: next-token accuracy above the most frequent byte's
+    # share of the test text (a model that learnt nothing predicts only that)
+    assert df["owner_accuracy"].min() > 0.17 and df["suspect_accuracy"].min() > 0.17
+    for owner, g in df.groupby("owner"):  # each owner's LoRA child above every one of its negatives
+        assert g.loc[g["label"] == 1, "score"].min() > g.loc[g["label"] == 0, "score"].max(), owner
+    assert df["threshold"].notna().all()
+
+
+def test_a_warm_rerun_reads_the_records(llm_runs: Path, reef_lora: pd.DataFrame) -> None:
+    proc = _run("zoo=llm_ci", "method=reef", "transform=lora", f"runs_dir={llm_runs}", "progress=false")
+    assert proc.returncode == 0 and "[cached]" in proc.stdout
+
+
+def test_the_lora_child_is_made_by_peft_with_the_zoos_training_settings(llm_zoo) -> None:
+    root = llm_zoo.roots()[0]
+    child = llm_zoo.child(root, "lora")
+    info, recipe = child.meta["info"], child.meta["recipe"]["transform"]["params"]
+    assert info["library"] == "peft" and info["lora_layers"] == 2 * 4  # q, k, v, o of both decoder layers
+    assert recipe["optimizer"] == "adamw" and recipe["lr"] == 1e-3  # zoo.transform_defaults
+    assert recipe["steps"] == 30  # zoo.transform_params.lora
+    assert 0 < info["rel_change_norm"] < 0.5
+    parent_w, child_w = (llm_zoo.load_module(m).net.model.layers[0].self_attn.q_proj.weight for m in (root, child))
+    assert not torch.equal(parent_w, child_w)  # the merged adapters changed the weights
+
+
+def test_text_splits_are_disjoint_and_accuracy_is_the_same_through_the_subject(llm_zoo) -> None:
+    from fpbench.llm.subject import LMSubject
+    from fpbench.llm.text import byte_tokenizer
+
+    data = llm_zoo.data
+    train_a, test = set(data.split("train_a").texts), data.split("test").texts
+    assert not train_a & {t for t in test}  # same source (fortunes), disjoint runs of it
+    assert data.split("train_a").blocks.ids.shape == (400, 64)
+    root = llm_zoo.roots()[0]
+    subject = LMSubject(root.id, llm_zoo.load_module(root), byte_tokenizer(), CPU)
+    assert subject.token_accuracy(test) == pytest.approx(root.accuracy, abs=1e-9)
+
+
+def test_a_vision_method_on_the_language_zoo_names_the_methods_that_fit(llm_runs: Path) -> None:
+    proc = _run("zoo=llm_ci", "method=sac", "transform=lora", f"runs_dir={llm_runs}", "progress=false")
+    assert proc.returncode != 0
+    assert "fingerprints vision models" in proc.stderr and "llm_reef" in proc.stderr
+
+
+def test_a_vision_only_transform_says_why_it_cannot_apply_to_a_language_model(llm_zoo) -> None:
+    from fpbench.api import NotApplicable
+
+    with pytest.raises(NotApplicable, match="language model"):
+        llm_zoo.child(llm_zoo.roots()[0], "advtrain")
+
+
+def test_logit_distillation_makes_a_fresh_student_that_follows_its_teacher(llm_zoo) -> None:
+    roots = llm_zoo.roots()
+    teacher, indep = roots[0], roots[1]  # two llama seeds
+    student = llm_zoo.child(teacher, {"name": "lm_distill_ci", "impl": "lm_distill", "params": {"steps": 150,
+                                                                                                 "lr": 3.0e-3}})
+    info = student.meta["info"]
+    assert info["student_arch"] == "same" and info["queries"] == 150
+    assert info["rel_change_norm"] > 0.5  # fresh weights, not the parent's
+    ids = llm_zoo.data.split("test").tensor()
+    with torch.no_grad():
+        pred = {m.id: llm_zoo.load_module(m)(ids).argmax(-1) for m in (teacher, student, indep)}
+    follows = float((pred[student.id] == pred[teacher.id]).float().mean())
+    assert follows == pytest.approx(info["agreement"], abs=1e-6)
+    assert follows > float((pred[indep.id] == pred[teacher.id]).float().mean())  # closer than another seed
