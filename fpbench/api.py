@@ -168,6 +168,10 @@ class Method(abc.ABC):
             raise NotApplicable(
                 f"{self.name} compares predicted labels, but the suspect's label space ({suspect.spec.num_classes} "
                 f"classes) is not the owner's ({owner.spec.num_classes} classes)")
+        if self.access.startswith("white-box") and any(w.get("kind") == "deploy" for w in suspect.spec.wrappers):
+            raise NotApplicable(f"{self.name} reads the model itself, but this suspect is a black-box deployment "
+                                "variant (system prompt, paraphrase, logit noise, sampling) of its parent's weights: "
+                                "only black-box methods are scored on it")
         if self.compares_outputs and suspect.spec.num_classes != owner.spec.num_classes:
             raise NotApplicable(f"{self.name} compares output vectors: the suspect has {suspect.spec.num_classes} "
                                 f"classes, the owner {owner.spec.num_classes}")

@@ -83,6 +83,7 @@ BUILDERS.register("causal_lm", "fpbench.llm.models:build_from_spec")
 WRAPPERS = Registry("model wrapper")
 WRAPPERS.register("lora", "fpbench.wrappers:rewrap_lora")
 WRAPPERS.register("quantize", "fpbench.wrappers:rewrap_quantize")
+WRAPPERS.register("deploy", "fpbench.llm.deploy:rewrap_deploy")
 
 
 def build_module(spec: ModelSpec) -> nn.Module:

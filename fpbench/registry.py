@@ -130,6 +130,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "advtrain": "transforms.advtrain:AdvTrain",
     "distill": "transforms.distill:Distill",
     "lm_distill": "transforms.lm_distill:LMDistill",
+    "deploy": "transforms.deploy:Deploy",
     "lora": "transforms.lora:LoRA",
     "merge": "transforms.merge:Merge",
     "merge_cross": "transforms.merge:CrossMerge",

@@ -114,3 +114,42 @@ def test_logit_distillation_makes_a_fresh_student_that_follows_its_teacher(llm_z
     follows = float((pred[student.id] == pred[teacher.id]).float().mean())
     assert follows == pytest.approx(info["agreement"], abs=1e-6)
     assert follows > float((pred[indep.id] == pred[teacher.id]).float().mean())  # closer than another seed
+
+
+def test_a_deployment_variant_changes_what_black_box_queries_see_and_only_that(llm_zoo) -> None:
+    from fpbench.api import MethodContext
+    from fpbench.evaluate import suspect_view
+    from fpbench.llm.subject import LMSubject
+    from fpbench.llm.text import byte_tokenizer
+    from fpbench.registry import method_class
+
+    root = llm_zoo.roots()[0]
+    prompts = ["the quick brown fox", "a fortune cookie says"]
+
+    def subject(zm):  # noqa: ANN001, ANN202
+        return LMSubject(zm.id, llm_zoo.load_module(zm), byte_tokenizer(), CPU, spec=zm.spec)
+
+    plain = subject(root)
+    system = subject(llm_zoo.child(root, "deploy_system_prompt"))
+    noisy = subject(llm_zoo.child(root, "deploy_logit_noise"))
+    assert system.deployment.system_prompt and not torch.allclose(system.next_token_logits(prompts),
+                                                                  plain.next_token_logits(prompts))
+    a, b = noisy.next_token_logits(prompts), noisy.next_token_logits(prompts)
+    assert torch.equal(a, b) and (a - plain.next_token_logits(prompts)).std() == pytest.approx(1.0, rel=0.1)
+    # white-box queries reach the weights themselves, so a white-box method says n/a instead of a trivial 1.0
+    assert torch.equal(system.named_weights()["layers.0.attn.q"], plain.named_weights()["layers.0.attn.q"])
+    ctx = MethodContext(data=llm_zoo.data, device=CPU, seed=0, workdir=Path("."))
+    reef = method_class("llm_reef")({}, ctx, name="reef")
+    from fpbench.api import NotApplicable
+
+    with pytest.raises(NotApplicable, match="deployment variant"):
+        reef.check_applicable(plain, suspect_view(system, reef.access, None))
+    agreement = method_class("llm_agreement")({}, ctx, name="lm_agreement")
+    agreement.check_applicable(plain, system)  # a black-box method is scored on it
+
+
+def test_the_paraphrase_rewrites_words_through_wordnet() -> None:
+    from fpbench.llm.deploy import Deployment
+
+    out = Deployment(paraphrase="synonyms").prompts(["the big dog runs quickly"])[0]
+    assert out != "the big dog runs quickly" and len(out.split()) == 5

@@ -9,6 +9,7 @@ from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult
 
 class Identity(Transform):
     modalities = ("vision", "vision-language", "language")
+
     @property
     def cheap(self) -> bool:
         return True  # nothing to store: the recipe is the parent

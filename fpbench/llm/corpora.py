@@ -81,6 +81,18 @@ def _wordnet_pairs(root: Path) -> Iterator[tuple[str, str]]:
                     yield word, definition
 
 
+def wordnet_synsets() -> Iterator[list[str]]:
+    """The words of every WordNet synset (``wordnet-base``), in the package's order."""
+    for pos in ("noun", "verb", "adj", "adv"):
+        with open(_need(WORDNET / f"data.{pos}", "wordnet"), encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(" ") or "|" not in line:
+                    continue  # the licence header is indented
+                fields = line.split("|", 1)[0].split()
+                count = int(fields[3], 16)  # w_cnt is hexadecimal
+                yield [fields[4 + 2 * i].replace("_", " ") for i in range(count)]
+
+
 def _paragraphs(path: Path) -> Iterator[str]:
     with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
         for para in fh.read().split("\n\n"):

@@ -14,12 +14,24 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import ByT5Tokenizer
+from transformers import ByT5Tokenizer, LogitsProcessor, LogitsProcessorList
 
 from fpbench.errors import AccessViolation, QueryBudgetExceeded
+from fpbench.llm.deploy import Deployment
 from fpbench.llm.models import canonical_gradients, canonical_weights, hf_model, num_layers
 from fpbench.llm.text import token_accuracy
 from fpbench.subject import allows
+
+class _Noise(LogitsProcessor):
+    """A deployment's logit noise on every generation step (seeded per call and step)."""
+
+    def __init__(self, deployment: Deployment, salt: int) -> None:
+        self.deployment, self.salt, self.step = deployment, salt, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.step += 1
+        return self.deployment.noise(scores, salt=self.salt * 10_007 + self.step)
+
 
 # each query of this interface, as the vision subject's query it needs the same access for
 _AS_VISION_QUERY = {"generate": "labels", "next_token_logits": "logits", "hidden_states": "activations",
@@ -36,6 +48,7 @@ class LMSubject:
         self.id = id
         self.model = hf_model(model).to(device).eval()  # the transformers model (a zoo LanguageModel unwrapped)
         self.spec = spec  # the zoo's ModelSpec when the harness made the subject
+        self.deployment = Deployment.of(spec)  # a deployment variant's API behaviour, applied to black-box queries
         self.owner_private: dict[str, Any] = dict(owner_private or {})
         self.tok = tokenizer
         self.device = device
@@ -75,9 +88,17 @@ class LMSubject:
         self.prompts_sent += prompts
         self.tokens_generated += tokens
 
-    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, prompts: list[str], room: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and mask, each prompt cut from the left to the model's context less ``room`` (tokens to
+        generate): a model with learned positions (GPT-2) cannot read past its context."""
+        cfg = self.model.config
+        context = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 0) or 0)
         enc = self.tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
-        return enc.input_ids.to(self.device), enc.attention_mask.to(self.device)
+        ids, mask = enc.input_ids, enc.attention_mask
+        if context and ids.shape[1] > context - room:
+            keep = max(1, context - room)
+            ids, mask = ids[:, -keep:], mask[:, -keep:]  # left padding: the last positions are every prompt's end
+        return ids.to(self.device), mask.to(self.device)
 
     def _chunks(self, prompts: list[str]) -> list[list[str]]:
         return [prompts[i : i + self.batch_size] for i in range(0, len(prompts), self.batch_size)]
@@ -94,10 +115,15 @@ class LMSubject:
         self._allow("next_token_logits")
         self._spend(len(prompts))
         out = []
-        for chunk in self._chunks(prompts):
+        for i, chunk in enumerate(self._chunks(self._served(prompts))):
             ids, mask = self._encode(chunk)
-            out.append(self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float().cpu())
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float().cpu()
+            out.append(self.deployment.noise(logits, salt=i) if self.deployment else logits)
         return torch.cat(out)
+
+    def _served(self, prompts: list[str]) -> list[str]:
+        """What the model is given for black-box ``prompts``: a deployment's system prompt and paraphrase."""
+        return self.deployment.prompts(prompts) if self.deployment else prompts
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int, *, sample: bool = False, temperature: float = 1.0,
@@ -106,11 +132,16 @@ class LMSubject:
         same text. The budget counts ``max_new_tokens`` per prompt (the most it can generate)."""
         self._allow("generate")
         self._spend(len(prompts), len(prompts) * max_new_tokens)
+        deployed = self.deployment
+        if deployed and deployed.temperature is not None:  # the API's sampling settings, not the caller's
+            sample, temperature = True, deployed.temperature
         texts: list[str] = []
-        for i, chunk in enumerate(self._chunks(prompts)):
-            ids, mask = self._encode(chunk)
+        for i, chunk in enumerate(self._chunks(self._served(prompts))):
+            ids, mask = self._encode(chunk, room=max_new_tokens)
             kwargs = {"do_sample": True, "temperature": temperature, "top_k": top_k} if sample else {
                 "do_sample": False}
+            if deployed and deployed.logit_noise:
+                kwargs["logits_processor"] = LogitsProcessorList([_Noise(deployed, seed + i)])
             torch.manual_seed(seed + i)
             out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
