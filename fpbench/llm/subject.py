@@ -22,6 +22,7 @@ from fpbench.llm.models import canonical_gradients, canonical_weights, hf_model,
 from fpbench.llm.text import token_accuracy
 from fpbench.subject import allows
 
+
 class _Noise(LogitsProcessor):
     """A deployment's logit noise on every generation step (seeded per call and step)."""
 
