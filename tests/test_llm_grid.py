@@ -153,3 +153,20 @@ def test_the_paraphrase_rewrites_words_through_wordnet() -> None:
 
     out = Deployment(paraphrase="synonyms").prompts(["the big dog runs quickly"])[0]
     assert out != "the big dog runs quickly" and len(out.split()) == 5
+
+
+def test_the_gpu_tier_lists_leafbenchs_families_and_says_what_building_it_needs(tmp_path: Path) -> None:
+    from fpbench.api import ConfigError
+    from fpbench.llm.models import build_snapshot
+
+    proc = subprocess.run([sys.executable, "-m", "fpbench.zoo", "zoo=llm_leafbench", "experiment=llm",
+                           f"runs_dir={tmp_path}", "dry_run=true"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "llama-3.1-8b-s0" in proc.stdout and "nothing was built" in proc.stdout
+    arch = load_option("zoo", "llm_leafbench")["archs"]["mistral-7b"]
+    with pytest.raises(ConfigError, match="huggingface-cli download mistralai/Mistral-7B"):
+        build_snapshot({**arch, "path": str(tmp_path / "absent")}, None)
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="own tokenizer"):
+        build_snapshot({**arch, "path": str(tmp_path / "snap")}, None)

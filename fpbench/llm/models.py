@@ -112,6 +112,22 @@ def build_from_spec(arch: dict[str, Any], spec: Any) -> LanguageModel:
     return LanguageModel(build_lm(arch, len(tok), tok.pad_token_id, tok.eos_token_id))
 
 
+def build_snapshot(arch: dict[str, Any], spec: Any) -> LanguageModel:
+    """``fpbench.models.build_module``'s builder ``hf_snapshot`` (the GPU tier ``zoo=llm_leafbench``): refuses with
+    what is missing. A pretrained family has its own tokenizer, and the zoo's text splits are tokenized for the
+    byte-level models; loading the snapshot would score models on text they cannot read."""
+    from pathlib import Path
+
+    path = Path(str(arch.get("path", "")))
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"hf_snapshot: no snapshot at '{path}': download {arch.get('repo', 'the model')} on a "
+                          f"networked machine (huggingface-cli download {arch.get('repo', '<repo>')} --local-dir "
+                          f"{path}) and copy it here")
+    raise ConfigError("hf_snapshot: a pretrained family needs the zoo's text splits tokenized by its own tokenizer, "
+                      "which fpbench does not do yet (the splits are byte-level); this tier can only be listed "
+                      "(dry_run=true)")
+
+
 def hf_model(model: nn.Module) -> nn.Module:
     """The transformers model inside a :class:`LanguageModel` (or the model itself)."""
     return model.net if isinstance(model, LanguageModel) else model

@@ -47,7 +47,7 @@ class LMSubject:
                  token_budget: int | None = None, batch_size: int = 64, spec: Any = None,
                  owner_private: dict[str, Any] | None = None) -> None:
         self.id = id
-        self.model = hf_model(model).to(device).eval()  # the transformers model (a zoo LanguageModel unwrapped)
+        self._model = hf_model(model).to(device).eval()  # the transformers model (a zoo LanguageModel unwrapped)
         self.spec = spec  # the zoo's ModelSpec when the harness made the subject
         self.deployment = Deployment.of(spec)  # a deployment variant's API behaviour, applied to black-box queries
         self.owner_private: dict[str, Any] = dict(owner_private or {})
@@ -60,7 +60,16 @@ class LMSubject:
         self.batch_size = batch_size
 
     def __repr__(self) -> str:
-        return f"LMSubject({self.id!r}, {self.model.config.model_type})"
+        return f"LMSubject({self.id!r}, {self._model.config.model_type})"
+
+    @property
+    def model(self) -> nn.Module:
+        """The transformers model itself, for a method with white-box access (a black-box method that reaches for
+        it fails, as a vision suspect's ``.model`` does)."""
+        if not allows(self.access, "activations"):
+            raise AccessViolation(f"{self.id}: a method of access '{self.access}' reached for the model itself; a "
+                                  "black-box method queries the suspect only through next_token_logits / generate")
+        return self._model
 
     @property
     def query_count(self) -> int:
@@ -70,7 +79,7 @@ class LMSubject:
     def view(self, access: str, prompt_budget: int | None = None) -> LMSubject:
         """The same model as a suspect reached by a method of ``access`` (its counters start at zero): what the
         harness passes to ``score``."""
-        return LMSubject(self.id, self.model, self.tok, self.device, access=access, prompt_budget=prompt_budget,
+        return LMSubject(self.id, self._model, self.tok, self.device, access=access, prompt_budget=prompt_budget,
                          batch_size=self.batch_size, spec=self.spec)
 
     # ------------------------------------------------------------------ accounting
@@ -92,7 +101,7 @@ class LMSubject:
     def _encode(self, prompts: list[str], room: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and mask, each prompt cut from the left to the model's context less ``room`` (tokens to
         generate): a model with learned positions (GPT-2) cannot read past its context."""
-        cfg = self.model.config
+        cfg = self._model.config
         context = int(getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 0) or 0)
         enc = self.tok(prompts, add_special_tokens=False, padding=True, return_tensors="pt")
         ids, mask = enc.input_ids, enc.attention_mask
@@ -108,7 +117,7 @@ class LMSubject:
     def token_accuracy(self, texts: list[str]) -> float:
         """Greedy next-token accuracy on ``texts``, tokenized as every prompt is: the task-accuracy check the
         harness makes through the query pipeline before a model is scored (not counted against the budget)."""
-        return token_accuracy(self.model, self.tok, texts, self.device, self.batch_size)
+        return token_accuracy(self._model, self.tok, texts, self.device, self.batch_size)
 
     @torch.no_grad()
     def next_token_logits(self, prompts: list[str]) -> torch.Tensor:
@@ -118,7 +127,7 @@ class LMSubject:
         out = []
         for i, chunk in enumerate(self._chunks(self._served(prompts))):
             ids, mask = self._encode(chunk)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1].float().cpu()
+            logits = self._model(input_ids=ids, attention_mask=mask).logits[:, -1].float().cpu()
             out.append(self.deployment.noise(logits, salt=i) if self.deployment else logits)
         return torch.cat(out)
 
@@ -144,7 +153,7 @@ class LMSubject:
             if deployed and deployed.logit_noise:
                 kwargs["logits_processor"] = LogitsProcessorList([_Noise(deployed, seed + i)])
             torch.manual_seed(seed + i)
-            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+            out = self._model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                       pad_token_id=self.tok.pad_token_id, eos_token_id=self.tok.eos_token_id,
                                       **kwargs)
             texts += self.tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
@@ -158,12 +167,12 @@ class LMSubject:
         self._allow("hidden_states")
         if pool not in ("last", "mean"):
             raise ValueError(f"pool must be 'last' or 'mean', got {pool!r}")
-        wanted = list(range(num_layers(self.model) + 1)) if layers is None else list(layers)
+        wanted = list(range(num_layers(self._model) + 1)) if layers is None else list(layers)
         self._spend(len(prompts))
         out: dict[int, list[torch.Tensor]] = {i: [] for i in wanted}
         for chunk in self._chunks(prompts):
             ids, mask = self._encode(chunk)
-            states = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            states = self._model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
             for i in wanted:
                 h = states[i].float()
                 if pool == "last":
@@ -177,16 +186,16 @@ class LMSubject:
         """Gradients of the mean next-token loss on ``texts`` with respect to every canonical weight."""
         self._allow("gradients")
         self._spend(len(texts))
-        self.model.zero_grad(set_to_none=True)
+        self._model.zero_grad(set_to_none=True)
         ids, mask = self._encode(texts)
         labels = ids.masked_fill(mask == 0, -100)  # padding is not predicted
-        self.model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        grads = {k: g.detach().float().cpu().clone() for k, g in canonical_gradients(self.model).items()}
-        self.model.zero_grad(set_to_none=True)
+        self._model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        grads = {k: g.detach().float().cpu().clone() for k, g in canonical_gradients(self._model).items()}
+        self._model.zero_grad(set_to_none=True)
         return grads
 
     def named_weights(self) -> dict[str, torch.Tensor]:
         """Every canonical weight (detached copies)."""
         self._allow("named_weights")
-        return {k: v.detach().float().cpu().clone() for k, v in canonical_weights(self.model).items()}
+        return {k: v.detach().float().cpu().clone() for k, v in canonical_weights(self._model).items()}
 
