@@ -131,6 +131,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "distill": "transforms.distill:Distill",
     "lm_distill": "transforms.lm_distill:LMDistill",
     "deploy": "transforms.deploy:Deploy",
+    "sft": "transforms.sft:SFT",
     "lora": "transforms.lora:LoRA",
     "merge": "transforms.merge:Merge",
     "merge_cross": "transforms.merge:CrossMerge",
