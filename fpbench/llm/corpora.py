@@ -17,6 +17,7 @@ import gzip
 import random
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 
 from fpbench.errors import ConfigError
@@ -119,19 +120,30 @@ def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
     return out
 
 
-def texts(source: str, limit: int | None = None, seed: int = 0) -> list[str]:
-    """Up to ``limit`` texts of a source, shuffled by ``seed`` (the same on every machine with the same package)."""
+@lru_cache(maxsize=16)
+def _read(source: str) -> tuple[str, ...]:
+    """Every text of a source in the package's order, read once per process (WordNet takes seconds to parse)."""
     _check(source, SOURCES)
     if source.startswith("fortunes"):
         sub = source.partition(":")[2]
         files = corpus_files(fortunes_root(), [sub] if sub else ["."])
-        out = [t for f in files if not f.name.startswith(".") for t in read_fortunes(f)]
-    elif source == "jargon":
-        out = list(_paragraphs(_need(JARGON, "jargon")))
-    else:
-        out = [f"{w}: {d}" for w, d in pairs(source)]
+        return tuple(t for f in files if not f.name.startswith(".") for t in read_fortunes(f))
+    if source == "jargon":
+        return tuple(_paragraphs(_need(JARGON, "jargon")))
+    return tuple(f"{w}: {d}" for w, d in pairs(source))
+
+
+@lru_cache(maxsize=16)
+def _shuffled(source: str, seed: int) -> tuple[str, ...]:
+    out = list(_read(source))
     random.Random(seed).shuffle(out)
-    return out[:limit] if limit is not None else out
+    return tuple(out)
+
+
+def texts(source: str, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Up to ``limit`` texts of a source, shuffled by ``seed`` (the same on every machine with the same package)."""
+    out = _shuffled(source, seed)
+    return list(out[:limit] if limit is not None else out)
 
 
 def probe_prompts(source: str, n: int, chars: int, seed: int = 0) -> list[str]:
