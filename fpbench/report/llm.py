@@ -30,7 +30,8 @@ COLUMNS = ["method", "by", "group", "positives", "negatives", "auc", "ks", "mean
 def youden(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     """(threshold, accuracy) at the point of the ROC curve maximising TPR - FPR (the highest such threshold), chosen on these pairs."""
     fpr, tpr, ts = roc_curve(labels, scores, drop_intermediate=False)  # ties: the highest threshold
-    i = int(np.argmax(tpr - fpr))
+    j = tpr - fpr
+    i = int(np.flatnonzero(j >= j.max() - 1e-12)[0])  # equal up to rounding: the first, highest threshold
     t = float(ts[i])
     return t, float(((scores >= t).astype(int) == labels).mean())
 
