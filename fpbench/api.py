@@ -219,7 +219,9 @@ class Transform(abc.ABC):
 
     Params: ClassVar[type[TransformParams]] = TransformParams
     version: ClassVar[str] = "1"
-    partners: ClassVar[int] = 0  # 1: the child has a second parent, another root's model (``ctx.partner``)
+    partners: ClassVar[int] = 0  # 1: the transform uses a second model, another root's (``ctx.partner``)
+    partner_arch: ClassVar[str] = "same"  # that root's architecture: "same" as the parent's, or "other"
+    partner_is_parent: ClassVar[bool] = True  # False: it is a teacher, not an ancestor (the child is not its positive)
     # the kinds of model (``ModelSpec.modality``) it makes children of; the zoo refuses others with the reason
     modalities: ClassVar[tuple[str, ...]] = ("vision", "vision-language")
 

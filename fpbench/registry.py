@@ -132,6 +132,7 @@ TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={
     "lm_distill": "transforms.lm_distill:LMDistill",
     "deploy": "transforms.deploy:Deploy",
     "sft": "transforms.sft:SFT",
+    "gen_distill": "transforms.gen_distill:GenDistill",
     "lora": "transforms.lora:LoRA",
     "merge": "transforms.merge:Merge",
     "merge_cross": "transforms.merge:CrossMerge",

@@ -186,3 +186,12 @@ def test_instruct_tuning_learns_to_answer_with_the_definition_and_masks_the_prom
     with torch.no_grad():
         loss = {m.id: float(llm_zoo.load_module(m).task_loss(probe.ids, probe.labels)) for m in (root, child)}
     assert loss[child.id] < loss[root.id] - 0.3  # the answers it was tuned on, far likelier than before
+
+
+def test_generation_distillation_learns_from_another_family_and_stays_its_own_roots_positive(llm_zoo) -> None:
+    root = llm_zoo.roots()[0]  # llama-s0
+    child = llm_zoo.child(root, {"name": "gen_distill_ci", "impl": "gen_distill", "params": {"queries": 100,
+                                                                                                "steps": 20}})
+    assert child.meta["info"]["teacher"] == "qwen2-s0"  # the next root of another architecture
+    assert child.root_ids == ("llama-s0",) and child.partner_id is None  # a teacher is no ancestor
+    assert child.meta["info"]["teacher_generations"] == 100 and child.meta["info"]["rel_change_norm"] > 0

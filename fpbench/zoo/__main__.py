@@ -62,7 +62,8 @@ class ZooPlan:
 
         cfg = transform_config(transform)
         n = len(self.roots)
-        if cfg["impl"] == "chain" or not transform_class(cfg["impl"]).partners:
+        cls = None if cfg["impl"] == "chain" else transform_class(cfg["impl"])
+        if cls is None or not cls.partners or not cls.partner_is_parent:  # a teacher adds no positive
             return n, n * (n - 1)
         archs = [r.rsplit("-s", 1)[0] for r in self.roots]
         merged = [a for a in archs if archs.count(a) >= 2]

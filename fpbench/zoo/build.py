@@ -155,18 +155,22 @@ class Zoo:
         and the children multiply the held-out negatives a threshold is calibrated on."""
         return [str(t) for t in self.cfg.get("calibration_transforms") or []]
 
-    def partner_root(self, model: ZooModel) -> ZooModel:
-        """The second parent of a cross-root merge of ``model``: the next root of the same architecture in the
-        group (scored roots or calibration roots) that ``model``'s root belongs to, in config order, cyclic."""
+    def partner_root(self, model: ZooModel, other_arch: bool = False) -> ZooModel:
+        """The second model of a two-model transform of ``model``: the next root, in config order and cyclic, of
+        the group (scored roots or calibration roots) ``model``'s root belongs to -- of the same architecture (a
+        cross-root merge) or, with ``other_arch``, of another one (a teacher of another family)."""
         for group in ("roots", "calibration"):
-            same = [(a, s) for a, s in self.root_entries(group) if a == model.arch]
-            ids = [f"{a}-s{s}" for a, s in same]
-            if model.root_id in ids:
-                if len(ids) < 2:
-                    raise NotApplicable(f"a cross-root merge needs a second {model.arch} root; the zoo's {group} "
-                                        f"hold only {model.root_id}")
-                return self.root(*same[(ids.index(model.root_id) + 1) % len(ids)])
-        raise NotApplicable(f"{model.root_id} is not a root of zoo {self.name}: no partner root to merge with")
+            entries = self.root_entries(group)
+            ids = [f"{a}-s{s}" for a, s in entries]
+            if model.root_id not in ids:
+                continue
+            i = ids.index(model.root_id)
+            later = [e for e in entries[i + 1 :] + entries[:i] if (e[0] != model.arch) == other_arch]
+            if not later:
+                kind = "a root of another architecture" if other_arch else f"a second {model.arch} root"
+                raise NotApplicable(f"this transform needs {kind}; the zoo's {group} hold none for {model.root_id}")
+            return self.root(*later[0])
+        raise NotApplicable(f"{model.root_id} is not a root of zoo {self.name}: no partner root")
 
     def calibration_models(self) -> list[ZooModel]:
         """Calibration roots and their children (a transform that cannot apply to a root is skipped)."""
@@ -211,7 +215,8 @@ class Zoo:
         if cid in self._models:
             return self._models[cid]
         transform = make_transform(tcfg)
-        partner = self.partner_root(parent) if transform.partners else None
+        partner = self.partner_root(parent, transform.partner_arch == "other") if transform.partners else None
+        ancestor = partner if partner and transform.partner_is_parent else None  # a teacher is no ancestor
         seed = derive_seed(self.seed, parent.root_id, tcfg["name"])
         key = stable_hash({"kind": "child", "parent": parent.key, "impl": tcfg["impl"], "v": transform.version,
                            "params": transform.params, "seed": seed, "data": self.data.id,
@@ -224,6 +229,8 @@ class Zoo:
             probe = self.data.split("test").tensor(slice(0, 16), self.device)
             check_child(result.model.to(self.device), tcfg["name"], tcfg["params"], probe)
             info = dict(result.info)
+            if partner and not ancestor:
+                info["teacher"] = partner.id  # recorded, not a parent: the child is no positive for its root
             info.setdefault("accuracy", accuracy(result.model, self.data.split("test"), self.device))
             info["parent_accuracy"] = parent.accuracy
             info.update(self._effects(result.model, result.spec, parent))
@@ -238,8 +245,8 @@ class Zoo:
         zm = ZooModel(id=cid, key=key, spec=spec, meta=meta, root_id=parent.root_id,
                       arch=str(meta["info"].get("arch") or parent.arch),
                       parent_id=parent.id, transform=tcfg["name"], lineage=[*parent.lineage, cid],
-                      partner_id=partner.id if partner else None,
-                      extra_roots=tuple(dict.fromkeys(r for r in [*parent.extra_roots, *(partner.root_ids if partner
+                      partner_id=ancestor.id if ancestor else None,
+                      extra_roots=tuple(dict.fromkeys(r for r in [*parent.extra_roots, *(ancestor.root_ids if ancestor
                                                                   else ())] if r != parent.root_id)))
         if any(k not in meta["info"] for k in EFFECT_KEYS):  # stored before effects were recorded: measure now
             zm.meta = {**meta, "info": {**meta["info"], **self._effects(self.load_module(zm), spec, parent)}}
