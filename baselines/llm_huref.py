@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +41,14 @@ class HurefParams(MethodParams):
 
 def rare_tokens(source: str, n: int, limit: int = 20000) -> list[int]:
     """Ids of the ``n`` least frequent tokens that occur in ``source``'s first ``limit`` texts (ties by id)."""
+    return list(_rare_tokens(source, n, limit))
+
+
+@lru_cache(maxsize=8)
+def _rare_tokens(source: str, n: int, limit: int) -> tuple[int, ...]:  # counted once per process
     tok = byte_tokenizer()
     counts = Counter(i for ids in tok(corpora.texts(source, limit), add_special_tokens=False).input_ids for i in ids)
-    return [i for i, _ in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))][:n]
+    return tuple(i for i, _ in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[:n])
 
 
 def _tile(w: torch.Tensor, rows: int) -> torch.Tensor:

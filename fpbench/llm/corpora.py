@@ -107,17 +107,18 @@ def _check(source: str, options: tuple[str, ...]) -> None:
         raise ConfigError(f"unknown text source '{source}'; valid: {', '.join(options)}")
 
 
-def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
-    """(prompt word, response definition) pairs of a dictionary source, in the package's order."""
+@lru_cache(maxsize=8)
+def _pairs(source: str) -> tuple[tuple[str, str], ...]:
     _check(source, PAIR_SOURCES)
     it = (p for e in _gcide_entries(_need(GCIDE, "gcide")) if (p := _gcide_pair(*e))) if source == "gcide" else (
         _wordnet_pairs(WORDNET))
-    out = []
-    for pair in it:
-        out.append(pair)
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+    return tuple(it)
+
+
+def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
+    """(prompt word, response definition) pairs of a dictionary source, in the package's order (read once)."""
+    out = _pairs(source)
+    return list(out[:limit] if limit is not None else out)
 
 
 @lru_cache(maxsize=16)
