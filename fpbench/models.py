@@ -95,6 +95,11 @@ def build_module(spec: ModelSpec) -> nn.Module:
     return model
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D: GPT-2's linear layers, their weight stored [in, out]."""
+    return type(module).__name__ == "Conv1D"
+
+
 def head_of(trunk: nn.Module) -> nn.Module | None:
     """The output layer of a trunk, which pruning and LoRA leave whole: a timm classifier, or a transformers
     model's ``lm_head`` (pruning away classes, or vocabulary, is not pruning)."""

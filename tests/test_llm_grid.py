@@ -195,3 +195,38 @@ def test_generation_distillation_learns_from_another_family_and_stays_its_own_ro
     assert child.meta["info"]["teacher"] == "qwen2-s0"  # the next root of another architecture
     assert child.root_ids == ("llama-s0",) and child.partner_id is None  # a teacher is no ancestor
     assert child.meta["info"]["teacher_generations"] == 100 and child.meta["info"]["rel_change_norm"] > 0
+
+
+def test_two_families_that_build_the_same_network_are_refused_as_one_model(tmp_path: Path) -> None:
+    """Mistral's configuration at Llama's sizes is Llama's network, initialised alike under one seed: scored as
+    independents, the pair would be a false negative that is really the same model."""
+    from fpbench.api import ConfigError
+    from fpbench.zoo.build import Zoo
+
+    cfg = load_option("zoo", "llm_ci")
+    same = {k: v for k, v in cfg["archs"]["llama"].items() if k != "family"}
+    cfg = {**cfg, "train": {**cfg["train"], "steps": 2}, "archs": {"llama": cfg["archs"]["llama"],
+                                                                   "mistral": {**same, "family": "mistral"}},
+           "roots": [{"arch": "llama", "seeds": [0]}, {"arch": "mistral", "seeds": [0]}], "calibration": []}
+    with pytest.raises(ConfigError, match="identical weights"):
+        Zoo(cfg, tmp_path, CPU, progress=False).roots()
+
+
+def test_gpt2s_conv1d_layers_are_pruned_by_output_channel_and_quantized_by_our_quantizer() -> None:
+    from fpbench.api import NotApplicable, TransformContext
+    from fpbench.llm.models import LanguageModel, build_lm
+    from fpbench.llm.text import byte_tokenizer
+    from fpbench.registry import transform_class
+
+    tok = byte_tokenizer()
+    model = LanguageModel(build_lm({"family": "gpt2", "hidden": 32, "layers": 2, "heads": 4, "intermediate": 64,
+                                    "block_size": 64}, len(tok), tok.pad_token_id, tok.eos_token_id))
+    ctx = TransformContext(data=None, device=CPU, seed=0)  # type: ignore[arg-type]
+    pruned = transform_class("prune")({"amount": 0.25}).apply(model, None, ctx).model  # type: ignore[arg-type]
+    w = pruned.net.transformer.h[0].mlp.c_fc.weight  # Conv1D: [in 32, out 64]
+    assert int((w.abs().sum(0) == 0).sum()) == 16  # a quarter of the 64 output channels zeroed
+    with pytest.raises(NotApplicable, match="Conv1D"):
+        transform_class("quantize")({"bits": 8, "backend": "bitsandbytes"}).check(None, model)  # type: ignore[arg-type]
+    q = transform_class("quantize")({"bits": 4, "backend": "own"}).apply(model, None, ctx)  # type: ignore[arg-type]
+    assert q.info["quantized_conv1d"] == 8  # c_attn, c_proj, c_fc, mlp.c_proj of both blocks
+    assert len(torch.unique(q.model.net.transformer.h[1].attn.c_attn.weight[:, 0])) <= 15  # 4-bit levels

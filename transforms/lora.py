@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
-from fpbench.models import head_of
+from fpbench.models import head_of, is_conv1d
 from fpbench.train import TrainConfig, TrainingParams, frozen_statistics_loss, train
 from fpbench.wrappers import lora_peft_model
 
@@ -30,7 +30,7 @@ def lora_targets(trunk: nn.Module, patterns: Sequence[str] | str) -> list[str]:
     a string is a full-match regex; ``"all"`` takes every eligible layer)."""
     head = head_of(trunk)
     eligible = [n for n, m in trunk.named_modules()  # transformers' Conv1D: GPT-2's linears (peft adapts them)
-                if m is not head and (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
+                if m is not head and (isinstance(m, nn.Linear) or is_conv1d(m)
                                       or (isinstance(m, nn.Conv2d) and m.groups == 1))]
     if patterns == "all":
         return eligible

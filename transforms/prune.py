@@ -16,13 +16,14 @@ from torch import nn
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult, require
 from fpbench.models import head_of
 from fpbench.train import RecoveryParams, recover
+from transforms.quantize import is_conv1d
 
 
 def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     trunk = model.trunk  # type: ignore[attr-defined]
     head = head_of(trunk)
     return [(n, m) for n, m in trunk.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
+            if (isinstance(m, (nn.Conv2d, nn.Linear)) or is_conv1d(m)) and m is not head]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +55,8 @@ class Prune(Transform):
         layers = [layer for _, layer in prunable_layers(model)]
         for layer in layers:
             if structured:
-                tprune.ln_structured(layer, "weight", amount=amount, n=2, dim=0)
+                # output channels: dim 0 of a Conv2d/Linear weight, dim 1 of a Conv1D's ([in, out])
+                tprune.ln_structured(layer, "weight", amount=amount, n=2, dim=1 if is_conv1d(layer) else 0)
             else:
                 tprune.l1_unstructured(layer, "weight", amount=amount)
         info: dict = {"structured": structured}

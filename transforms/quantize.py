@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformParams, TransformResult, require
+from fpbench.models import is_conv1d
 
 # Bit widths each library quantizes linear layers to (torchao: Int8WeightOnly, IntxWeightOnly int1..int7).
 LIBRARY_BITS = {"bitsandbytes": (8, 4), "torchao": tuple(range(1, 9)), "own": tuple(range(2, 9))}
@@ -83,6 +84,10 @@ class Quantize(Transform):
         return self.p.backend != "bitsandbytes"
 
     def check(self, spec: ModelSpec, model: nn.Module) -> None:
+        if self.p.backend != "own" and any(is_conv1d(m) for m in model.modules()):
+            raise NotApplicable(f"quantize: {self.p.backend} replaces nn.Linear layers, and this model computes with "
+                                "transformers Conv1D layers (GPT-2's attention and MLP), which it would leave in "
+                                "float; use backend own, which quantizes them too")
         if any(w["kind"] == "lora" for w in spec.wrappers):  # its adapters are Conv2d/Linear layers too
             raise NotApplicable("quantize: the parent keeps unmerged LoRA adapters; quantize a merged child "
                                 "(peft_lora) instead of peft_lora_unmerged")
@@ -100,6 +105,13 @@ class Quantize(Transform):
         if backend == "own":
             for name in linears:
                 quantize_per_channel_(model.get_submodule(name).weight.data, bits)
+            conv1d = [m for m in model.modules() if is_conv1d(m)]
+            for m in conv1d:  # stored [in, out]: quantize per output channel on the transpose
+                w = m.weight.data.T.contiguous()
+                quantize_per_channel_(w, bits)
+                m.weight.data.copy_(w.T)
+            info["quantized_conv1d"] = len(conv1d)
+            info["quantized_layers"] += len(conv1d)
             return TransformResult(model, spec, info)
         if backend == "torchao":
             _quantize_linears_torchao(model, linears, bits)

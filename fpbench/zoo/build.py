@@ -29,7 +29,7 @@ from fpbench.registry import transform_class
 from fpbench.sanity import check_child
 from fpbench.subject import ModelSubject
 from fpbench.train import TrainConfig, accuracy, train
-from fpbench.utils import library_versions, seed_everything, stable_hash
+from fpbench.utils import library_versions, module_digest, seed_everything, stable_hash
 from fpbench.zoo.effects import EFFECT_KEYS, weight_effects
 from fpbench.zoo.store import ArtefactStore, CorruptArtefact
 
@@ -135,7 +135,7 @@ class Zoo:
             stats = train(model, self.data.split("train_a"), TrainConfig(**train_cfg), seed=seed,
                           device=self.device, desc=f"train {rid}", progress=self.progress)
             info = {"accuracy": accuracy(model, self.data.split("test"), self.device), "params": count_parameters(model),
-                    **stats}
+                    "weights_digest": module_digest(model), **stats}
             log.info("built root %s: accuracy %.3f", rid, info["accuracy"])
             return self._meta(rid, spec, info, recipe={"kind": "root", "arch": arch, "seed": seed}), model.state_dict()
 
@@ -145,10 +145,29 @@ class Zoo:
         return zm
 
     def roots(self) -> list[ZooModel]:
-        return [self.root(a, s) for a, s in self.root_entries("roots")]
+        roots = [self.root(a, s) for a, s in self.root_entries("roots")]
+        self._check_distinct(roots)
+        return roots
 
     def calibration_roots(self) -> list[ZooModel]:
-        return [self.root(a, s) for a, s in self.root_entries("calibration")]
+        calibration = [self.root(a, s) for a, s in self.root_entries("calibration")]
+        self._check_distinct([*self.roots(), *calibration])
+        return calibration
+
+    def _check_distinct(self, roots: list[ZooModel]) -> None:
+        """Refuse two roots with the same weights: they would be scored as independent negatives of each other (two
+        architectures that build the same network, initialised and trained alike under one seed)."""
+        seen: dict[str, str] = {}
+        for r in roots:
+            digest = r.meta.get("info", {}).get("weights_digest")  # roots stored before it was recorded: unchecked
+            if digest and digest in seen:
+                from fpbench.api import ConfigError
+
+                raise ConfigError(f"zoo.{self.name}: roots {seen[digest]} and {r.id} have identical weights, so they "
+                                  "are one model, not independents; give their architectures different sizes or the "
+                                  "roots different seeds")
+            if digest:
+                seen[digest] = r.id
 
     def calibration_transforms(self) -> list[str]:
         """Transforms applied to each calibration root: someone else's derived model is the realistic negative,
