@@ -18,11 +18,13 @@ standard permutation null.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from fpbench.api import Fingerprint, Method, MethodParams, require
 from fpbench.llm import corpora
+from fpbench.llm.subject import AnswerMemo
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,22 @@ class LLMMet(Method):
     modality = "language"
     version = "1"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answers = AnswerMemo()  # a suspect's completions do not depend on the owner: sampled once per suspect
+
     def probe_prompts(self) -> list[str]:
         return corpora.probe_prompts(self.p.source, self.p.prompts, self.p.prompt_chars, self.ctx.seed)
 
     def _completions(self, subject, seed: int) -> list[list[str]]:  # noqa: ANN001 - an LMSubject
         prompts = self.probe_prompts()
-        flat = subject.generate([p for p in prompts for _ in range(self.p.samples)], self.p.max_tokens, sample=True,
-                                temperature=self.p.temperature, seed=seed)
-        return [flat[i * self.p.samples:(i + 1) * self.p.samples] for i in range(len(prompts))]
+        asked = [p for p in prompts for _ in range(self.p.samples)]
+
+        def ask() -> list[list[str]]:
+            flat = subject.generate(asked, self.p.max_tokens, sample=True, temperature=self.p.temperature, seed=seed)
+            return [flat[i * self.p.samples:(i + 1) * self.p.samples] for i in range(len(prompts))]
+
+        return self._answers.get(subject, ("met", seed), ask, len(asked), len(asked) * self.p.max_tokens)
 
     def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001
         return Fingerprint(meta={"completions": self._completions(owner, self.ctx.seed)})

@@ -11,12 +11,14 @@ fixed by the seed, so two runs ask the same ones; the fixed threshold is ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from fpbench.api import Fingerprint, Method, MethodParams, require
 from fpbench.llm import corpora
+from fpbench.llm.subject import AnswerMemo
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,23 @@ class LLMSef(Method):
     modality = "language"
     version = "1"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answers = AnswerMemo()  # a suspect's answers do not depend on the owner: asked once per suspect
+
     def questions(self) -> list[str]:
         return [f"Define {word}:" for word, _ in corpora.pairs(self.p.source, self.p.prompts * 5)[:: 5]]
 
     def _mean_embedding(self, subject, seed: int) -> torch.Tensor:  # noqa: ANN001 - an LMSubject
         from fpbench.llm.embedder import embed
 
-        answers = subject.generate(self.questions(), self.p.max_tokens, sample=True, temperature=self.p.temperature,
-                                   seed=seed)
-        return embed([a if a.strip() else "(empty)" for a in answers]).mean(0)
+        def ask() -> torch.Tensor:
+            answers = subject.generate(questions, self.p.max_tokens, sample=True, temperature=self.p.temperature,
+                                       seed=seed)
+            return embed([a if a.strip() else "(empty)" for a in answers]).mean(0)
+
+        questions = self.questions()
+        return self._answers.get(subject, ("sef", seed), ask, len(questions), len(questions) * self.p.max_tokens)
 
     def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001
         return Fingerprint(tensors={"mean": self._mean_embedding(owner, self.ctx.seed)})

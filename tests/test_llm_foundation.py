@@ -183,3 +183,21 @@ def test_a_language_model_spec_rebuilds_through_the_harness_builder_and_reloads_
     with torch.no_grad():
         assert torch.equal(rebuilt(ids), model(input_ids=ids).logits)  # token ids in, next-token logits out
         assert torch.allclose(rebuilt.task_loss(ids, ids), model(input_ids=ids, labels=ids).loss)
+
+
+def test_a_suspects_answers_are_asked_once_and_charged_to_every_pair():
+    from fpbench.llm.subject import AnswerMemo
+
+    model, tok = _lm("llama")
+    subject = LMSubject("s", model, tok, torch.device("cpu"), prompt_budget=5)
+    memo, calls = AnswerMemo(), []
+
+    def ask():  # noqa: ANN202
+        calls.append(1)
+        return subject.generate(["a", "b"], 4)
+
+    first = memo.get(subject, "k", ask, 2, 8)
+    again = memo.get(subject, "k", ask, 2, 8)
+    assert first == again and len(calls) == 1 and subject.prompts_sent == 4 and subject.tokens_generated == 16
+    with pytest.raises(QueryBudgetExceeded):  # the reused answers still count against the pair's budget
+        memo.get(subject, "k", ask, 2, 8)

@@ -88,6 +88,10 @@ class LMSubject:
             raise AccessViolation(f"{self.id}: '{query}' needs more than this method's declared access "
                                   f"('{self.access}'); declare a higher access level or use another query")
 
+    def charge(self, prompts: int, tokens: int = 0) -> None:
+        """Count queries a method answers from what it already got from this model (``AnswerMemo``)."""
+        self._spend(prompts, tokens)
+
     def _spend(self, prompts: int, tokens: int = 0) -> None:
         if self.prompt_budget is not None and self.prompts_sent + prompts > self.prompt_budget:
             raise QueryBudgetExceeded(f"{self.id}: {prompts} more prompts would bring the total to "
@@ -199,3 +203,24 @@ class LMSubject:
         self._allow("named_weights")
         return {k: v.detach().float().cpu().clone() for k, v in canonical_weights(self._model).items()}
 
+
+
+class AnswerMemo:
+    """Answers a black-box method got from a suspect, kept for the suspect's pairs with other owners: when the
+    queries do not depend on the owner (fixed prompts, seeded sampling), asking again returns the same answers, so
+    each suspect is asked once. Every pair is still charged the queries its verdict rests on (budgets are per pair).
+    Keys: the suspect's id and spec (a deployment variant is another suspect) and the caller's key."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str, Any], Any] = {}
+
+    def get(self, subject: LMSubject, key: Any, compute: Any, prompts: int, tokens: int = 0) -> Any:
+        import json
+
+        spec = json.dumps(subject.spec.to_dict() if subject.spec is not None else None, sort_keys=True, default=str)
+        k = (subject.id, spec, key)
+        if k in self._memo:
+            subject.charge(prompts, tokens)
+            return self._memo[k]
+        self._memo[k] = value = compute()
+        return value
