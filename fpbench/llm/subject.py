@@ -214,13 +214,18 @@ class AnswerMemo:
     def __init__(self) -> None:
         self._memo: dict[tuple[str, str, Any], Any] = {}
 
-    def get(self, subject: LMSubject, key: Any, compute: Any, prompts: int, tokens: int = 0) -> Any:
+    def get(self, subject: Any, key: Any, compute: Any, prompts: int, tokens: int = 0) -> Any:
         import json
 
-        spec = json.dumps(subject.spec.to_dict() if subject.spec is not None else None, sort_keys=True, default=str)
-        k = (subject.id, spec, key)
+        if not getattr(subject, "id", None):  # a stand-in without an identity: nothing to key its answers by
+            return compute()
+        spec = getattr(subject, "spec", None)
+        k = (str(subject.id), json.dumps(spec.to_dict() if spec is not None else None, sort_keys=True, default=str),
+             key)
         if k in self._memo:
-            subject.charge(prompts, tokens)
+            charge = getattr(subject, "charge", None)
+            if charge is not None:
+                charge(prompts, tokens)
             return self._memo[k]
         self._memo[k] = value = compute()
         return value
