@@ -130,7 +130,7 @@ def test_spectral_correspondence_finds_renamed_matrices(ci_zoo, family, tmp_path
     assert spectral.score(fp, renamed) > 0.95
     emb = make("cmf_embedded", ci_zoo, tmp_path)  # correspondence: auto -> spectral here
     fp_e = emb.fingerprint(owner_subject(ci_zoo, family["owner_p"]))
-    assert emb.score(fp_e, Renamed(ci_zoo.subject(family["owner_p"]))) > 0.9
+    assert emb.score(fp_e, Renamed(ci_zoo.subject(family["owner_p"]))) > 0.85  # as in the embedded test above
 
 
 def test_removal_attack_breaks_embedded_verification_at_an_accuracy_cost(ci_zoo, family, tmp_path):
