@@ -107,8 +107,15 @@ def _check(source: str, options: tuple[str, ...]) -> None:
         raise ConfigError(f"unknown text source '{source}'; valid: {', '.join(options)}")
 
 
+def _location(source: str) -> str:
+    """Where a source is read from, looked up at each call (part of the read caches' keys)."""
+    if source.startswith("fortunes"):
+        return str(fortunes_root())
+    return str({"gcide": GCIDE, "wordnet": WORDNET, "jargon": JARGON}.get(source, ""))
+
+
 @lru_cache(maxsize=8)
-def _pairs(source: str) -> tuple[tuple[str, str], ...]:
+def _pairs(source: str, where: str) -> tuple[tuple[str, str], ...]:
     _check(source, PAIR_SOURCES)
     it = (p for e in _gcide_entries(_need(GCIDE, "gcide")) if (p := _gcide_pair(*e))) if source == "gcide" else (
         _wordnet_pairs(WORDNET))
@@ -117,12 +124,13 @@ def _pairs(source: str) -> tuple[tuple[str, str], ...]:
 
 def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
     """(prompt word, response definition) pairs of a dictionary source, in the package's order (read once)."""
-    out = _pairs(source)
+    _check(source, PAIR_SOURCES)
+    out = _pairs(source, _location(source))
     return list(out[:limit] if limit is not None else out)
 
 
 @lru_cache(maxsize=16)
-def _read(source: str) -> tuple[str, ...]:
+def _read(source: str, where: str) -> tuple[str, ...]:
     """Every text of a source in the package's order, read once per process (WordNet takes seconds to parse)."""
     _check(source, SOURCES)
     if source.startswith("fortunes"):
@@ -135,15 +143,16 @@ def _read(source: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=16)
-def _shuffled(source: str, seed: int) -> tuple[str, ...]:
-    out = list(_read(source))
+def _shuffled(source: str, where: str, seed: int) -> tuple[str, ...]:
+    out = list(_read(source, where))
     random.Random(seed).shuffle(out)
     return tuple(out)
 
 
 def texts(source: str, limit: int | None = None, seed: int = 0) -> list[str]:
     """Up to ``limit`` texts of a source, shuffled by ``seed`` (the same on every machine with the same package)."""
-    out = _shuffled(source, seed)
+    _check(source, SOURCES)
+    out = _shuffled(source, _location(source), seed)
     return list(out[:limit] if limit is not None else out)
 
 
