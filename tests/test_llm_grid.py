@@ -176,7 +176,7 @@ def test_instruct_tuning_learns_to_answer_with_the_definition_and_masks_the_prom
     from transforms.sft import examples
 
     data = examples(["cat: a small domesticated carnivore"], 64)
-    ids, labels = data.ids[0], data.labels[0]
+    ids, labels = data.ids[0], data.targets[0]
     prompt = len("Define cat:")
     assert (labels[:prompt] == -100).all() and (labels[prompt : prompt + 10] == ids[prompt : prompt + 10]).all()
     root = llm_zoo.roots()[0]
@@ -184,7 +184,7 @@ def test_instruct_tuning_learns_to_answer_with_the_definition_and_masks_the_prom
     texts = [t for t in llm_zoo.data.split("train_b").texts[:64] if ": " in t]
     probe = examples(texts, 64)
     with torch.no_grad():
-        loss = {m.id: float(llm_zoo.load_module(m).task_loss(probe.ids, probe.labels)) for m in (root, child)}
+        loss = {m.id: float(llm_zoo.load_module(m).task_loss(probe.ids, probe.targets)) for m in (root, child)}
     assert loss[child.id] < loss[root.id] - 0.3  # the answers it was tuned on, far likelier than before
 
 

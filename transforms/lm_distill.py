@@ -12,34 +12,17 @@ family's generations) is a different child; it is not built here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, TransformContext, TransformResult, require
+from fpbench.llm.text import TokenBlocks
 from fpbench.models import build_module
 from fpbench.ops import distillation_loss
 from fpbench.train import train
 from transforms.distill import Distill, DistillParams
-
-
-class _Rows:
-    """Token blocks served with their row indices in place of targets (the teacher's logits are looked up)."""
-
-    def __init__(self, ids: torch.Tensor) -> None:
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            rows = order[start : start + batch_size]
-            yield self.ids[rows].to(device), rows.to(device)
 
 
 @dataclass(frozen=True)
@@ -83,7 +66,8 @@ class LMDistill(Distill):
         def loss_fn(m: nn.Module, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             return distillation_loss(m(x).flatten(0, 1), soft[rows].flatten(0, 1), p.temperature)
 
-        stats = train(student, _Rows(ids), p.train_config(), seed=ctx.seed, device=ctx.device, loss_fn=loss_fn,
+        rows = TokenBlocks(ids, targets=torch.arange(len(ids)))  # targets: rows of the teacher's logits
+        stats = train(student, rows, p.train_config(), seed=ctx.seed, device=ctx.device, loss_fn=loss_fn,
                       desc="lm distill", progress=ctx.progress)
         test = ctx.data.split(p.eval_split).tensor(device=ctx.device)
         agreement = float((self._teacher_logits(student, test, ctx.device).argmax(-1)

@@ -6,38 +6,21 @@ with the loss on the answer's tokens only (the prompt's labels are -100, as in T
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult
-from fpbench.llm.text import byte_tokenizer
+from fpbench.llm.text import TokenBlocks, byte_tokenizer
 from fpbench.train import TrainingParams, train
 
 PROMPT = "Define {word}:"
 
 
-class _Examples:
-    """(ids, labels) rows: prompt and answer right-padded to one length, labels -100 outside the answer."""
-
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor) -> None:
-        self.ids, self.labels = ids, labels
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            rows = order[start : start + batch_size]
-            yield self.ids[rows].to(device), self.labels[rows].to(device)
-
-
-def examples(texts: list[str], length: int) -> _Examples:
-    """Instruction examples of ``word: definition`` texts, each cut to ``length`` tokens."""
+def examples(texts: list[str], length: int) -> TokenBlocks:
+    """Instruction examples of ``word: definition`` texts, each cut to ``length`` tokens: prompt and answer
+    right-padded to one length, targets -100 outside the answer."""
     tok = byte_tokenizer()
     rows, labels = [], []
     for text in texts:
@@ -51,7 +34,7 @@ def examples(texts: list[str], length: int) -> _Examples:
         pad = length - len(ids)
         rows.append(ids + [tok.pad_token_id] * pad)
         labels.append(label + [-100] * pad)
-    return _Examples(torch.tensor(rows), torch.tensor(labels))
+    return TokenBlocks(torch.tensor(rows), targets=torch.tensor(labels))
 
 
 @dataclass(frozen=True)

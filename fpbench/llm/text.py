@@ -20,10 +20,13 @@ def byte_tokenizer() -> ByT5Tokenizer:
 
 
 class TokenBlocks:
-    """Fixed-length blocks of token ids; ``batches`` serves (x, x) as ``fpbench.train.train`` expects of a dataset."""
+    """Fixed-length rows of token ids with a training target per row; ``batches`` serves (ids, targets) as
+    ``fpbench.train.train`` expects of a dataset. Targets default to the ids themselves (next-token training:
+    transformers shifts them); a transform may give others (masked labels, row indices into a teacher's outputs)."""
 
-    def __init__(self, ids: torch.Tensor) -> None:
+    def __init__(self, ids: torch.Tensor, targets: torch.Tensor | None = None) -> None:
         self.ids = ids  # [N, T] int64
+        self.targets = ids if targets is None else targets
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -32,8 +35,8 @@ class TokenBlocks:
                 device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
-            x = self.ids[order[start : start + batch_size]].to(device)
-            yield x, x
+            rows = order[start : start + batch_size]
+            yield self.ids[rows].to(device), self.targets[rows].to(device)
 
 
 def token_blocks(tok: ByT5Tokenizer, texts: list[str], block_size: int, limit: int | None = None) -> TokenBlocks:

@@ -20,6 +20,7 @@ from sklearn.metrics import roc_curve
 from fpbench import metrics as M
 from fpbench import thresholds
 from fpbench.config import zoo_modality
+from fpbench.errors import ConfigError
 from fpbench.records import load_records
 from fpbench.report import tables
 
@@ -68,7 +69,7 @@ def llm_section(runs_dir: Path, zoo: str, out_dir: Path) -> pd.DataFrame | None:
     """Report section builder (``fpbench.report.extra``): only for a language zoo."""
     try:
         language = zoo_modality(zoo) == "language"
-    except Exception:  # a zoo name without a config (records from elsewhere): not a language zoo we know
+    except ConfigError:  # a zoo name without a config (records from elsewhere): not a language zoo we know
         return None
     if not language:
         return None

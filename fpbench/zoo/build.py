@@ -117,7 +117,7 @@ class Zoo:
             raise ConfigError(f"zoo.{self.name}: unknown arch '{arch}'; archs: {', '.join(archs)}")
         return ModelSpec(
             arch=dict(archs[arch]), num_classes=self.data.num_classes, class_names=list(self.data.class_names),
-            input=self.data.input_spec(), data_id=self.data.id, modality=getattr(self.data, "modality", "vision"),
+            input=self.data.input_spec(), data_id=self.data.id, modality=self.data.modality,
         )
 
     def root(self, arch: str, seed: int) -> ZooModel:
