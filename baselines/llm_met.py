@@ -63,20 +63,32 @@ def mmd2(k: torch.Tensor, first: torch.Tensor) -> float:
                  - 2 * kxy.mean())
 
 
+def batched_mmd2(k: torch.Tensor, marks: torch.Tensor) -> torch.Tensor:
+    """:func:`mmd2` of every labelling in ``marks`` [P, n] (True = first sample) at once: [P]."""
+    x, y = marks.double(), (~marks).double()
+    diag = k.diag()
+    n, m = x.sum(1), y.sum(1)
+    xx = ((x @ k) * x).sum(1) - x @ diag
+    yy = ((y @ k) * y).sum(1) - y @ diag
+    xy = ((x @ k) * y).sum(1)
+    return xx / (n * (n - 1)) + yy / (m * (m - 1)) - 2 * xy / (n * m)
+
+
 def permutation_p_value(mine: list[list[str]], theirs: list[list[str]], length: int, permutations: int,
                         seed: int) -> tuple[float, float]:
-    """(p-value, observed MMD^2) with a prompt-matched kernel: per prompt, samples are pooled and relabelled."""
+    """(p-value, observed MMD^2) with a prompt-matched kernel: per prompt, samples are pooled and relabelled
+    (every relabelling's statistic computed at once; the permutations are drawn as one per prompt per round)."""
     groups = [m + t for m, t in zip(mine, theirs, strict=True)]
     kernels = [hamming_kernel(g, g, length) for g in groups]
     labels = [torch.tensor([True] * len(m) + [False] * len(t)) for m, t in zip(mine, theirs, strict=True)]
-
-    def statistic(marks: list[torch.Tensor]) -> float:
-        return sum(mmd2(k, f) for k, f in zip(kernels, marks, strict=True)) / len(kernels)
-
-    observed = statistic(labels)
+    observed = sum(mmd2(k, f) for k, f in zip(kernels, labels, strict=True)) / len(kernels)
     gen = torch.Generator().manual_seed(seed)
-    hits = sum(statistic([f[torch.randperm(len(f), generator=gen)] for f in labels]) >= observed - 1e-12
-               for _ in range(permutations))
+    drawn: list[list[torch.Tensor]] = [[] for _ in labels]
+    for _ in range(permutations):
+        for i, f in enumerate(labels):
+            drawn[i].append(f[torch.randperm(len(f), generator=gen)])
+    null = sum(batched_mmd2(k, torch.stack(d)) for k, d in zip(kernels, drawn, strict=True)) / len(kernels)
+    hits = int((null >= observed - 1e-12).sum())
     return (hits + 1) / (permutations + 1), observed
 
 

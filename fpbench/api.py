@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -107,13 +108,25 @@ class Fingerprint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PoolModel:
+    """A model of the zoo's training pool (``zoo.training``) as a method that learns from other models sees it:
+    its id, the root it derives from (its lineage) and a view at the method's access, without a query budget."""
+
+    id: str
+    root: str
+    subject: Suspect
+
+
 @dataclass
 class MethodContext:
     """What a method may use besides the owner: the owner's task data, a device, a seed, a scratch dir.
 
     ``data.splits['probe']`` are held-out natural inputs; ``data.splits['train_a']`` is the owner's own
     training data (a defender has it). A method never sees the zoo's independents or children except
-    as the suspect passed to ``score``.
+    as the suspect passed to ``score``. ``training_pool(access)`` yields the zoo's training models (roots and
+    children that are never scored and never calibrated on), one at a time; None where there are none (a
+    user's own task).
     """
 
     data: DataBundle
@@ -121,6 +134,8 @@ class MethodContext:
     seed: int
     workdir: Path
     progress: bool = True
+    training_pool: Callable[[str], Iterator[PoolModel]] | None = None
+    training_pool_key: str = ""  # identifies the pool's models: what a method trained on it depends on
 
 
 class Method(abc.ABC):
@@ -175,6 +190,11 @@ class Method(abc.ABC):
         if self.compares_outputs and suspect.spec.num_classes != owner.spec.num_classes:
             raise NotApplicable(f"{self.name} compares output vectors: the suspect has {suspect.spec.num_classes} "
                                 f"classes, the owner {owner.spec.num_classes}")
+
+    def fingerprint_depends_on(self) -> str:
+        """What an owner's fingerprint depends on besides the owner, the parameters and the seed (e.g. the training
+        pool an inference model learnt from); part of the fingerprint cache key when not empty."""
+        return ""
 
     def shadow_families(self) -> frozenset[str]:
         """The transform families (``fpbench.shadows.transform_families``) of the shadow models this method trains

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fpbench.api import Fingerprint, Method, MethodContext, ModelSpec
+from fpbench.api import Fingerprint, Method, MethodContext, ModelSpec, PoolModel
 from fpbench.data import DataBundle
 from fpbench.errors import AccessViolation, NotApplicable, PipelineMismatch, QueryBudgetExceeded
 from fpbench.records import Record
@@ -57,13 +57,17 @@ def resolved_method(method_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_method(method_cfg: dict[str, Any], data: DataBundle, device: torch.device, seed: int,
-                workdir: Path | str, progress: bool = False) -> Method:
+                workdir: Path | str, progress: bool = False,
+                training_pool: tuple[Callable[[str], Iterator[PoolModel]], str] | None = None) -> Method:
     """The method of ``method_cfg`` (``name``, optional ``impl``, ``params``) with its scratch dir under
-    ``workdir/<data id>/<method name>`` (shadow models, encoders: per task, so two tasks never share them)."""
+    ``workdir/<data id>/<method name>`` (shadow models, encoders: per task, so two tasks never share them);
+    ``training_pool`` = (the zoo's training models at an access, their key) for methods that learn from models."""
     cls = method_class(method_impl(method_cfg))
     scratch = Path(workdir) / str(method_cfg["name"])
     scratch.mkdir(parents=True, exist_ok=True)
-    ctx = MethodContext(data=data, device=device, seed=seed, workdir=scratch, progress=progress)
+    pool, pool_key = training_pool or (None, "")
+    ctx = MethodContext(data=data, device=device, seed=seed, workdir=scratch, progress=progress,
+                        training_pool=pool, training_pool_key=pool_key)
     return cls(method_cfg.get("params") or {}, ctx, name=str(method_cfg["name"]))
 
 
@@ -78,8 +82,11 @@ def fingerprint_key(method: Method, owner_content: str, data_id: str, seed: int)
     """The one cache-key schema of fingerprints: the decision threshold and the query budget do not change a
     fingerprint; the implementation, its version and other parameters, the owner, the data and the seed do."""
     params = {k: v for k, v in method.params.items() if k not in ("threshold", "query_budget")}
-    return stable_hash({"v": FINGERPRINT_KEY_VERSION, "method": type(method).__name__, "impl_v": method.version,
-                        "params": params, "owner": owner_content, "data": data_id, "seed": seed})
+    key = {"v": FINGERPRINT_KEY_VERSION, "method": type(method).__name__, "impl_v": method.version,
+           "params": params, "owner": owner_content, "data": data_id, "seed": seed}
+    if depends := method.fingerprint_depends_on():  # absent for most methods: their keys stay as they were
+        key["depends_on"] = depends
+    return stable_hash(key)
 
 
 @dataclass
@@ -150,36 +157,8 @@ class Evaluator:
     def subject(self, cand: Candidate) -> ModelSubject:
         """The model loaded in full, its task accuracy checked through the query pipeline methods use (a language
         model behind ``fpbench.llm.subject.LMSubject``, which language methods query)."""
-        if cand.spec.modality == "language":
-            from fpbench.llm.subject import LMSubject
-            from fpbench.llm.text import byte_tokenizer
+        return checked_subject(cand, self.data, self.device, self.accuracy)
 
-            subject = LMSubject(cand.id, cand.load(), byte_tokenizer(), self.device, spec=cand.spec,
-                                owner_private=cand.owner_private)
-        else:
-            subject = ModelSubject(cand.id, cand.load(), cand.spec, self.device, owner_private=cand.owner_private)
-        if cand.key not in self.accuracy:
-            self.accuracy[cand.key] = self._checked_accuracy(cand, subject)
-        if isinstance(subject, ModelSubject):
-            subject.query_count = 0
-        return subject
-
-    def _checked_accuracy(self, cand: Candidate, subject: ModelSubject) -> float:
-        test = self.data.split("test")
-        if cand.spec.modality == "language":  # next-token accuracy on the test texts, tokenized as prompts are
-            texts = test.texts[:ACCURACY_PROBE]
-            n, total = len(texts), len(test.texts)
-            acc = subject.token_accuracy(texts)
-        else:
-            n, total = min(ACCURACY_PROBE, len(test)), len(test)
-            acc = float((subject.labels(test.tensor(slice(0, n))).cpu() == test.labels[:n]).float().mean())
-        stored = cand.stored_accuracy
-        tol = 1e-6 if n == total else ACCURACY_TOLERANCE + 2.0 / math.sqrt(n)
-        if math.isfinite(stored) and abs(acc - stored) > tol:
-            raise PipelineMismatch(
-                f"{cand.id}: accuracy through the query pipeline is {acc:.3f} but {stored:.3f} when built; "
-                "inputs are being prepared differently (double normalisation?)")
-        return acc
 
     # ------------------------------------------------------------------ fingerprints
     def fingerprint(self, owner: Candidate) -> tuple[Fingerprint, float]:
@@ -254,6 +233,43 @@ class Evaluator:
                     self.score_pair(fp, owner, suspect, rec)
                 records.append(rec)
         return records
+
+
+
+def checked_subject(cand: Candidate, data: DataBundle, device: torch.device, memo: dict[str, float]) -> ModelSubject:
+    """``cand`` loaded in full, its task accuracy checked through the query pipeline once (``memo``: key ->
+    checked accuracy)."""
+    if cand.spec.modality == "language":
+        from fpbench.llm.subject import LMSubject
+        from fpbench.llm.text import byte_tokenizer
+
+        subject = LMSubject(cand.id, cand.load(), byte_tokenizer(), device, spec=cand.spec,
+                            owner_private=cand.owner_private)
+    else:
+        subject = ModelSubject(cand.id, cand.load(), cand.spec, device, owner_private=cand.owner_private)
+    if cand.key not in memo:
+        memo[cand.key] = _checked_accuracy(cand, subject, data)
+    if isinstance(subject, ModelSubject):
+        subject.query_count = 0
+    return subject
+
+
+def _checked_accuracy(cand: Candidate, subject: ModelSubject, data: DataBundle) -> float:
+    test = data.split("test")
+    if cand.spec.modality == "language":  # next-token accuracy on the test texts, tokenized as prompts are
+        texts = test.texts[:ACCURACY_PROBE]
+        n, total = len(texts), len(test.texts)
+        acc = subject.token_accuracy(texts)
+    else:
+        n, total = min(ACCURACY_PROBE, len(test)), len(test)
+        acc = float((subject.labels(test.tensor(slice(0, n))).cpu() == test.labels[:n]).float().mean())
+    stored = cand.stored_accuracy
+    tol = 1e-6 if n == total else ACCURACY_TOLERANCE + 2.0 / math.sqrt(n)
+    if math.isfinite(stored) and abs(acc - stored) > tol:
+        raise PipelineMismatch(
+            f"{cand.id}: accuracy through the query pipeline is {acc:.3f} but {stored:.3f} when built; "
+            "inputs are being prepared differently (double normalisation?)")
+    return acc
 
 
 def suspect_view(subject: Any, access: str, budget: int | None) -> Any:

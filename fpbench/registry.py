@@ -113,6 +113,8 @@ METHODS = registry_of("method", base="fpbench.api:Method", entries={
     "llm_met": "baselines.llm_met:LLMMet",
     "llm_sef": "baselines.llm_sef:LLMSef",
     "llm_agreement": "baselines.llm_agreement:LLMAgreement",
+    "llm_llmmap": "baselines.llm_llmmap:LLMmap",
+    "llm_trap": "baselines.llm_trap:LLMTrap",
 })
 
 TRANSFORMS = registry_of("transform", base="fpbench.api:Transform", entries={

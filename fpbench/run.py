@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,20 @@ import pandas as pd
 
 from fpbench import metrics as M
 from fpbench import thresholds
-from fpbench.api import Method
+from fpbench.api import Method, PoolModel
 from fpbench.config import zoo_modality
 from fpbench.errors import ConfigError, FpbenchError, NotApplicable, PipelineMismatch, UnknownName  # noqa: F401 (re-exported)
-from fpbench.evaluate import Candidate, Evaluator, Provenance, base_record, make_method, method_impl, resolved_method
+from fpbench.evaluate import (
+    Candidate,
+    Evaluator,
+    Provenance,
+    base_record,
+    checked_subject,
+    make_method,
+    method_impl,
+    resolved_method,
+    suspect_view,
+)
 from fpbench.records import cell_done, cell_path, merge_models, models_path, read_cell, to_frame, write_cell
 from fpbench.registry import method_class, transform_class
 from fpbench.stage import CONF_PATH, Stage
@@ -97,6 +107,12 @@ def calibration_hash(zoo_cfg: dict[str, Any], method_cfg: dict[str, Any], seed: 
     return stable_hash({"v": RECORD_VERSION, "zoo": zoo_cfg, **method_identity(method_cfg), "seed": seed})
 
 
+def training_pool_key(zoo_cfg: dict[str, Any]) -> str:
+    """What the zoo's training models are made from (their data, architectures, recipes and seeds)."""
+    return stable_hash({k: zoo_cfg.get(k) for k in ("data", "archs", "train", "training", "training_transforms",
+                                                    "transform_defaults", "transform_params")})
+
+
 def unrelated(owner: Candidate, suspect: Candidate) -> bool:
     return not set(owner.root_ids) & set(suspect.root_ids)
 
@@ -129,7 +145,15 @@ class CellRunner:
     # ------------------------------------------------------------------ building blocks (lineage, attacks)
     def method(self, method_cfg: dict[str, Any]) -> Method:
         workdir = Path(self.spec.runs_dir) / "cache" / "methods" / self.spec.zoo_cfg["name"]
-        return make_method(method_cfg, self.zoo.data, self.device, self.spec.seed, workdir, self.spec.progress)
+        return make_method(method_cfg, self.zoo.data, self.device, self.spec.seed, workdir, self.spec.progress,
+                           training_pool=(self.training_pool, training_pool_key(self.spec.zoo_cfg)))
+
+    def training_pool(self, access: str) -> Iterator[PoolModel]:
+        """The zoo's training models (built on first use), each checked through the query pipeline and seen at
+        ``access``: what a method that learns from other models trains on."""
+        for zm in self.zoo.training_models():
+            subject = checked_subject(candidate(self.zoo, zm), self.zoo.data, self.device, self.accuracy)
+            yield PoolModel(id=zm.id, root=zm.root_id, subject=suspect_view(subject, access, None))
 
     def evaluator(self, method: Method) -> Evaluator:
         return Evaluator(method, self.zoo.data, self.device, self.fp_store, self.spec.seed, self.accuracy)

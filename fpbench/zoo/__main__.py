@@ -40,6 +40,7 @@ class ZooPlan:
     calibration: list[str]
     transforms: list[str]
     zoo_cfg: dict[str, Any] = field(default_factory=dict, repr=False)
+    training: list[str] = field(default_factory=list)  # roots methods may learn from (zoo.training)
 
     @property
     def children(self) -> list[str]:
@@ -50,9 +51,14 @@ class ZooPlan:
         return [f"{r}/{t}" for t in self.zoo_cfg.get("calibration_transforms") or [] for r in self.calibration]
 
     @property
+    def training_children(self) -> list[str]:
+        return [f"{r}/{t}" for t in self.zoo_cfg.get("training_transforms") or [] for r in self.training]
+
+    @property
     def models(self) -> list[str]:
         """Every model of the plan in build order: roots, calibration roots, then each transform's children."""
-        return [*self.roots, *self.calibration, *self.calibration_children, *self.children]
+        return [*self.roots, *self.calibration, *self.calibration_children, *self.training, *self.training_children,
+                *self.children]
 
     def _counts(self, transform: str) -> tuple[int, int]:
         """(positives, negatives) of one transform's cell: each child against every root; a child with a second
@@ -88,6 +94,9 @@ class ZooPlan:
                  f"  calibration roots (thresholds only, never scored): {', '.join(self.calibration)}",
                  f"  calibration children: {len(self.calibration_children)} "
                  f"({', '.join(self.zoo_cfg.get('calibration_transforms') or []) or 'none'})",
+                 *([f"  training roots (methods learn from them; never scored or calibrated on): "
+                    f"{', '.join(self.training)} + {len(self.training_children)} children "
+                    f"({', '.join(self.zoo_cfg.get('training_transforms') or []) or 'none'})"] if self.training else []),
                  f"  transforms: {', '.join(self.transforms)}",
                  f"  pairs per method: {self.pairs} ({self.positives} positives, {self.negatives} negatives)"]
         return "\n".join(lines)
@@ -124,7 +133,8 @@ def plan(zoo: str | Mapping[str, Any], transforms: list[str]) -> ZooPlan:
     for t in transforms:
         check_option("transform", t)  # an unknown transform fails here, listing the valid ones
     return ZooPlan(zoo=str(zoo_cfg["name"]), roots=root_ids(zoo_cfg, "roots"),
-                   calibration=root_ids(zoo_cfg, "calibration"), transforms=list(transforms), zoo_cfg=zoo_cfg)
+                   calibration=root_ids(zoo_cfg, "calibration"), transforms=list(transforms), zoo_cfg=zoo_cfg,
+                   training=root_ids(zoo_cfg, "training"))
 
 
 def build(zoo_plan: ZooPlan, runs_dir: Path, device: str = "auto", seed: int = 0, progress: bool = False,
@@ -168,6 +178,13 @@ def build(zoo_plan: ZooPlan, runs_dir: Path, device: str = "auto", seed: int = 0
                 step(f"{root.id}/{t}", lambda root=root, t=t: zoo.child(root, t))
         if zoo.calibration_transforms():
             seconds["calibration children"] = time.perf_counter() - t1
+        if zoo.root_entries("training"):
+            t1 = time.perf_counter()
+            training = [step(f"{a}-s{s}", lambda a=a, s=s: zoo.root(a, s)) for a, s in zoo.root_entries("training")]
+            for t in zoo.training_transforms():
+                for root in training:
+                    step(f"{root.id}/{t}", lambda root=root, t=t: zoo.child(root, t))
+            seconds["training models"] = time.perf_counter() - t1
         for t in zoo_plan.transforms:
             t1 = time.perf_counter()
             for root in roots:

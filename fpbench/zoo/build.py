@@ -154,6 +154,14 @@ class Zoo:
         self._check_distinct([*self.roots(), *calibration])
         return calibration
 
+    def training_roots(self) -> list[ZooModel]:
+        """Roots of ``zoo.training``: models a method may learn from (LLMmap's inference model), never scored and
+        never calibrated on, so what a method learnt there is not what it is measured or thresholded on."""
+        training = [self.root(a, s) for a, s in self.root_entries("training")]
+        if training:
+            self._check_distinct([*self.roots(), *self.calibration_roots(), *training])
+        return training
+
     def _check_distinct(self, roots: list[ZooModel]) -> None:
         """Refuse two roots with the same weights: they would be scored as independent negatives of each other (two
         architectures that build the same network, initialised and trained alike under one seed)."""
@@ -178,7 +186,7 @@ class Zoo:
         """The second model of a two-model transform of ``model``: the next root, in config order and cyclic, of
         the group (scored roots or calibration roots) ``model``'s root belongs to -- of the same architecture (a
         cross-root merge) or, with ``other_arch``, of another one (a teacher of another family)."""
-        for group in ("roots", "calibration"):
+        for group in ("roots", "calibration", "training"):
             entries = self.root_entries(group)
             ids = [f"{a}-s{s}" for a, s in entries]
             if model.root_id not in ids:
@@ -191,16 +199,27 @@ class Zoo:
             return self.root(*later[0])
         raise NotApplicable(f"{model.root_id} is not a root of zoo {self.name}: no partner root")
 
+    def training_transforms(self) -> list[str]:
+        """Transforms applied to each training root (``zoo.training_transforms``)."""
+        return [str(t) for t in self.cfg.get("training_transforms") or []]
+
     def calibration_models(self) -> list[ZooModel]:
         """Calibration roots and their children (a transform that cannot apply to a root is skipped)."""
+        return self._with_children(self.calibration_roots(), self.calibration_transforms(), "calibration")
+
+    def training_models(self) -> list[ZooModel]:
+        """Training roots and their children: the pool a method that learns from other models trains on."""
+        return self._with_children(self.training_roots(), self.training_transforms(), "training")
+
+    def _with_children(self, roots: list[ZooModel], transforms: list[str], group: str) -> list[ZooModel]:
         out: list[ZooModel] = []
-        for root in self.calibration_roots():
+        for root in roots:
             out.append(root)
-            for t in self.calibration_transforms():
+            for t in transforms:
                 try:
                     out.append(self.child(root, t))
                 except NotApplicable as exc:
-                    log.info("calibration child %s/%s skipped: %s", root.id, t, exc.reason)
+                    log.info("%s child %s/%s skipped: %s", group, root.id, t, exc.reason)
         return out
 
     # ---------------------------------------------------------------- children
