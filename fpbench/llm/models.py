@@ -105,17 +105,28 @@ class LanguageModel(nn.Module):
 
 
 def build_from_spec(arch: dict[str, Any], spec: Any) -> LanguageModel:
-    """``fpbench.models.build_module``'s builder ``causal_lm``: the architecture on the shared byte tokenizer."""
-    from fpbench.llm.text import byte_tokenizer
+    """``fpbench.models.build_module``'s builder ``causal_lm``: the architecture on the zoo's tokenizer."""
+    from fpbench.llm.text import tokenizer_of
 
-    tok = byte_tokenizer()
+    tok = tokenizer_of(spec)
     return LanguageModel(build_lm(arch, len(tok), tok.pad_token_id, tok.eos_token_id))
+
+
+def build_smollm2(arch: dict[str, Any], spec: Any) -> LanguageModel:
+    """``fpbench.models.build_module``'s builder ``smollm2``: SmolLM2-135M-Instruct with its pretrained weights
+    (``fpbench.llm.pretrained``); the zoo's data must be tokenized by its tokenizer (``data.tokenizer: smollm2``)."""
+    from fpbench.llm.pretrained import load_smollm2
+
+    if (spec.input or {}).get("tokenizer") != "smollm2":
+        raise ConfigError("builder smollm2: the zoo's text is not tokenized by SmolLM2's tokenizer; set "
+                          "data.tokenizer: smollm2 (the model reads its own 49152 tokens, not bytes)")
+    return LanguageModel(load_smollm2()[0])
 
 
 def build_snapshot(arch: dict[str, Any], spec: Any) -> LanguageModel:
     """``fpbench.models.build_module``'s builder ``hf_snapshot`` (the GPU tier ``zoo=llm_leafbench``): refuses with
-    what is missing. A pretrained family has its own tokenizer, and the zoo's text splits are tokenized for the
-    byte-level models; loading the snapshot would score models on text they cannot read."""
+    what is missing. Each pretrained family has its own tokenizer, and a zoo's text is tokenized once for all its
+    models; loading the snapshots would score models on text they cannot read."""
     from pathlib import Path
 
     path = Path(str(arch.get("path", "")))
@@ -123,8 +134,9 @@ def build_snapshot(arch: dict[str, Any], spec: Any) -> LanguageModel:
         raise ConfigError(f"hf_snapshot: no snapshot at '{path}': download {arch.get('repo', 'the model')} on a "
                           f"networked machine (huggingface-cli download {arch.get('repo', '<repo>')} --local-dir "
                           f"{path}) and copy it here")
-    raise ConfigError("hf_snapshot: a pretrained family needs the zoo's text splits tokenized by its own tokenizer, "
-                      "which fpbench does not do yet (the splits are byte-level); this tier can only be listed "
+    raise ConfigError("hf_snapshot: each pretrained family reads text with its own tokenizer, and a zoo tokenizes its "
+                      "text once, for every model it holds (data.tokenizer: byte or smollm2); a zoo of several "
+                      "families with different tokenizers is not supported yet, so this tier can only be listed "
                       "(dry_run=true)")
 
 

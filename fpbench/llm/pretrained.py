@@ -8,7 +8,9 @@ Measured here (2 cores, shared): 134.5 M parameters, 12 s to de-quantize the 272
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,28 @@ def smollm2_path() -> Path:
     return package_file(PACKAGE, GGUF_FILE, INSTALL_HINT)
 
 
-def load_smollm2(device: torch.device | str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) of SmolLM2-135M-Instruct in float32, in eval mode."""
+def _gguf() -> Path:
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(f"reading GGUF files needs the gguf package: {INSTALL_HINT}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return smollm2_path()
 
-    path = smollm2_path()
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    return model.to(device).eval(), tok
+
+def load_smollm2_tokenizer() -> Any:
+    """SmolLM2's own tokenizer (49152 BPE tokens), from the GGUF file."""
+    from transformers import AutoTokenizer
+
+    path = _gguf()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+@lru_cache(maxsize=1)
+def _smollm2_model() -> Any:  # de-quantized once per process (12 s); callers get copies
+    from transformers import AutoModelForCausalLM
+
+    path = _gguf()
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+
+
+def load_smollm2(device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer) of SmolLM2-135M-Instruct in float32, in eval mode (a fresh copy of the weights)."""
+    return copy.deepcopy(_smollm2_model()).to(device).eval(), load_smollm2_tokenizer()

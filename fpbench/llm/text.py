@@ -1,14 +1,40 @@
 """Text as language models see it here: a byte-level tokenizer (transformers' ``ByT5Tokenizer``: 256 byte ids +
-pad/eos/unk, no vocabulary file, so it works offline and maps any language's text to the same ids) and fixed-length
-token blocks for training."""
+pad/eos/unk, no vocabulary file, so it works offline and maps any language's text to the same ids), a pretrained
+model's own tokenizer where a tier has one (``tokenizer_for``), and fixed-length token blocks for training."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import ByT5Tokenizer
+
+TOKENIZERS = ("byte", "smollm2")
+
+
+@cache
+def tokenizer_for(name: str = "byte") -> Any:
+    """The tokenizer a language task is tokenized with (``data.tokenizer``; every model of a zoo shares it), left
+    padding: ``byte`` (the default) or ``smollm2`` (SmolLM2's own 49152-token BPE, read from its GGUF file)."""
+    if name == "byte":
+        return byte_tokenizer()
+    if name == "smollm2":
+        from fpbench.llm.pretrained import load_smollm2_tokenizer
+
+        tok = load_smollm2_tokenizer()
+        tok.padding_side = "left"
+        return tok
+    from fpbench.errors import ConfigError
+
+    raise ConfigError(f"unknown tokenizer '{name}'; valid tokenizers: {', '.join(TOKENIZERS)}")
+
+
+def tokenizer_of(spec: Any) -> Any:
+    """The tokenizer of a language model's spec (``spec.input['tokenizer']``, byte-level when absent)."""
+    return tokenizer_for(str((getattr(spec, "input", None) or {}).get("tokenizer", "byte")))
 
 
 def byte_tokenizer() -> ByT5Tokenizer:
