@@ -201,3 +201,20 @@ def test_a_suspects_answers_are_asked_once_and_charged_to_every_pair():
     assert first == again and len(calls) == 1 and subject.prompts_sent == 4 and subject.tokens_generated == 16
     with pytest.raises(QueryBudgetExceeded):  # the reused answers still count against the pair's budget
         memo.get(subject, "k", ask, 2, 8)
+
+
+def test_parsed_dictionaries_are_kept_on_disk_and_a_damaged_copy_is_parsed_again(tmp_path, monkeypatch) -> None:
+    from fpbench.llm import corpora
+
+    monkeypatch.setenv("FPBENCH_CACHE", str(tmp_path))
+    corpora._pairs.cache_clear()
+    first = corpora.pairs("wordnet")
+    kept = list((tmp_path / "corpora").glob("wordnet-*.json"))
+    assert len(kept) == 1
+    corpora._pairs.cache_clear()
+    assert corpora.pairs("wordnet") == first  # read back from the disk copy, the same pairs
+    kept[0].write_text('[["half')  # an interrupted write
+    corpora._pairs.cache_clear()
+    assert corpora.pairs("wordnet") == first
+    assert kept[0].read_text().startswith('[["')
+    corpora._pairs.cache_clear()

@@ -14,6 +14,9 @@ Sources (``make data`` installs the packages):
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ WORDNET = Path("/usr/share/wordnet")
 JARGON = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
 SOURCES = ("fortunes", "fortunes:de", "fortunes:it", "fortunes:es", "gcide", "wordnet", "jargon")
 PAIR_SOURCES = ("gcide", "wordnet")
+PARSE_VERSION = "1"  # of the dictionary parsers below: a change makes the disk caches of their pairs stale
 _PACKAGE = {"gcide": "dict-gcide", "wordnet": "wordnet-base", "jargon": "jargon-text"}
 
 
@@ -117,9 +121,37 @@ def _location(source: str) -> str:
 @lru_cache(maxsize=8)
 def _pairs(source: str, where: str) -> tuple[tuple[str, str], ...]:
     _check(source, PAIR_SOURCES)
+    cached = _disk_cache(source, where)
+    if cached is not None and cached.is_file():
+        try:
+            return tuple((str(w), str(d)) for w, d in json.loads(cached.read_text()))
+        except (ValueError, TypeError):
+            pass  # a damaged cache file: parsed again and rewritten below
     it = (p for e in _gcide_entries(_need(GCIDE, "gcide")) if (p := _gcide_pair(*e))) if source == "gcide" else (
         _wordnet_pairs(WORDNET))
-    return tuple(it)
+    out = tuple(it)
+    if cached is not None:
+        try:  # written whole, then renamed: a reader never sees half a file
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(out))
+            tmp.replace(cached)
+        except OSError:
+            pass  # a read-only home: the parse is simply not kept
+    return out
+
+
+def _disk_cache(source: str, where: str) -> Path | None:
+    """Where the parsed pairs of a dictionary are kept between processes (parsing WordNet or GCIDE takes seconds):
+    ``$FPBENCH_CACHE`` (default ``~/.cache/fpbench``)/corpora, keyed by the source's files, their sizes and times."""
+    root = Path(where)
+    if not root.exists():
+        return None
+    files = sorted(root.rglob("*")) if root.is_dir() else [root]
+    stamp = hashlib.sha256(json.dumps([PARSE_VERSION, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+                                                       if f.is_file())]).encode()).hexdigest()[:16]
+    base = Path(os.environ.get("FPBENCH_CACHE") or Path.home() / ".cache" / "fpbench")
+    return base / "corpora" / f"{source}-{stamp}.json"
 
 
 def pairs(source: str, limit: int | None = None) -> list[tuple[str, str]]:
