@@ -29,6 +29,9 @@ class Threshold:
     target_fpr: float
     negatives: int
     source: str = ""  # where the negatives came from, in words
+    # distinct (owner root, suspect root) pairs the negatives come from: a root's children score almost alike
+    # against one owner, so this, not ``negatives``, bounds how finely the threshold can resolve an FPR (0: unknown)
+    root_pairs: int = 0
 
     @property
     def supported(self) -> bool:
@@ -42,12 +45,21 @@ class Threshold:
             f": {self.source}" if self.source else "")
 
 
-def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
+def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, source: str = "",
+                root_pairs: int = 0) -> Threshold | None:
     """The threshold of these negatives' finite scores, or None when there are none."""
     scores = np.asarray([s for s in negative_scores if math.isfinite(s)], dtype=float)
     if scores.size == 0:
         return None
-    return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source)
+    return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source, root_pairs)
+
+
+def root_pair_count(rows: pd.DataFrame) -> int:
+    """How many distinct (owner root, suspect root) pairs these rows cover (a zoo model's id names its root first)."""
+    if rows.empty or not {"owner", "suspect"} <= set(rows.columns):
+        return 0
+    roots = lambda col: rows[col].astype(str).str.split("/").str[0]  # noqa: E731
+    return int(pd.DataFrame({"o": roots("owner"), "s": roots("suspect")}).drop_duplicates().shape[0])
 
 
 def conformal_from_scores(null: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
@@ -69,7 +81,8 @@ def from_records(calibration: pd.DataFrame | None, target_fpr: float, source: st
     if calibration is None or calibration.empty:
         return None
     ok = calibration[calibration["status"] == "ok"]
-    return from_scores(ok["score"].to_numpy(dtype=float), target_fpr, source)
+    finite = ok[np.isfinite(ok["score"].to_numpy(dtype=float))]
+    return from_scores(finite["score"].to_numpy(dtype=float), target_fpr, source, root_pair_count(finite))
 
 
 def per_method(calibration: pd.DataFrame, target_fpr: float) -> dict[str, Threshold]:

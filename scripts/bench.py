@@ -14,6 +14,8 @@ page is rewritten from all stored measurements; a section of the page measured b
   transfer `make transfer` cold (both tracks) and the per-way means of its table.
   verify   one owner against a folder of 20 suspects with three methods in one `fpbench.verify` process, beside
            twenty separate calls (one suspect each): seconds per pair (on the ci zoo's models, exported).
+  llm      the language grid: the llm_ci cell of the test suite cold, then zoo=llm_tiny experiment=llm cold and warm.
+  llm_warm the language grid's warm rerun alone, again, on the runs dir the llm section left.
 The load average before and after each section is recorded: numbers measured on a busy machine say so.
 """
 
@@ -93,9 +95,9 @@ def grid_commands(zoo: str, runs: Path, experiment: str = "grid") -> list[list[s
 GRID_STAGES = ("zoo stage", "method sweep", "tables")
 
 
-def time_grid(zoo: str, runs: Path) -> dict[str, float]:
-    """Wall seconds of each stage of the default grid (the commands of `make run`)."""
-    return {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands(zoo, runs), strict=True)}
+def time_grid(zoo: str, runs: Path, experiment: str = "grid") -> dict[str, float]:
+    """Wall seconds of each stage of a grid (the commands of `make run`)."""
+    return {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands(zoo, runs, experiment), strict=True)}
 
 
 def bench_grid(zoo: str, runs: Path) -> dict[str, Any]:
@@ -106,12 +108,17 @@ def bench_grid(zoo: str, runs: Path) -> dict[str, Any]:
             "warm_over_cold": total_warm / total_cold, "peak_rss_mib": peak_child_rss_mib()}
 
 
-def bench_warm(zoo: str, runs: Path) -> dict[str, Any]:
-    """The warm run alone, again, on the runs dir the grid section left (its cold numbers are not re-measured)."""
+def bench_warm(zoo: str, runs: Path, experiment: str = "grid", section: str = "grid") -> dict[str, Any]:
+    """The warm run alone, again, on the runs dir a section left (its cold numbers are not re-measured)."""
     if not (runs / "records" / zoo).exists():
-        return {"error": f"no grid under {runs}; measure the grid section first"}
-    warm = time_grid(zoo, runs)
+        return {"error": f"no grid under {runs}; measure the {section} section first"}
+    warm = time_grid(zoo, runs, experiment)
     return {"warm_seconds": warm, "warm_total": sum(warm.values())}
+
+
+def bench_llm_warm(zoo: str, runs: Path) -> dict[str, Any]:
+    """The language grid's warm rerun alone, on the runs dir the llm section left (``zoo`` is ignored)."""
+    return bench_warm("llm_tiny", runs / "llm_tiny", "llm", "llm")
 
 
 def bench_zoo(zoo: str, runs: Path) -> dict[str, Any]:
@@ -220,14 +227,14 @@ def bench_llm(zoo: str, runs: Path) -> dict[str, Any]:
     ci = timed([PY, "-m", "fpbench.run", "zoo=llm_ci", "method=reef", "transform=lora", f"runs_dir={runs}/ci",
                 "progress=false"])
     tiny = runs / "llm_tiny"
-    cold = {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands("llm_tiny", tiny, "llm"), strict=True)}
-    warm = {n: timed(c) for n, c in zip(GRID_STAGES, grid_commands("llm_tiny", tiny, "llm"), strict=True)}
+    cold, warm = time_grid("llm_tiny", tiny, "llm"), time_grid("llm_tiny", tiny, "llm")
     return {"ci_cell_seconds": ci, "cold_seconds": cold, "warm_seconds": warm, "cold_total": sum(cold.values()),
             "warm_total": sum(warm.values())}
 
 
 SECTIONS = {"grid": bench_grid, "warm": bench_warm, "zoo": bench_zoo, "methods": bench_methods, "scaling": bench_scaling,
-            "transfer": bench_transfer, "verify": bench_verify, "llm": bench_llm}
+            "transfer": bench_transfer, "verify": bench_verify, "llm": bench_llm,
+            "llm_warm": bench_llm_warm}
 
 
 def load_line(entry: dict[str, Any]) -> str:
@@ -252,13 +259,25 @@ def earlier_sections(text: str, measured: set[str]) -> list[str]:
     return [line for name, block in blocks.items() if name in SECTIONS and name not in measured for line in block]
 
 
+def warm_again(results: dict[str, Any], section: str, cold_total: float) -> list[str]:
+    """The line of a warm rerun measured on its own (``--sections <section>``), under the section it reruns."""
+    again = results.get(section, {})
+    if "warm_total" not in again.get("result", {}):
+        return []
+    w = again["result"]
+    return [f"Warm run measured again ({again['when']}, `--sections {section}`, {load_line(again)}): "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in w["warm_seconds"].items())
+            + f"; total **{w['warm_total']:.1f} s = {100 * w['warm_total'] / cold_total:.1f}%** of the cold run above.",
+            ""]
+
+
 def render(results: dict[str, Any], earlier: str = "") -> str:
     lines = ["# Benchmarks", "", "Written by `make bench` (scripts/bench.py); every number below was measured by it.",
              "The load average during each section is shown: above ~2.5 on this 2-core machine means other work was",
              "running and the times are upper bounds.", ""]
     for name, entry in results.items():
-        if name == "warm":
-            continue  # shown under the grid section
+        if name in ("warm", "llm_warm"):
+            continue  # shown under the grid and llm sections
         m, r = entry["machine"], entry["result"]
         lines += [f"## {name} (zoo `{entry['zoo']}`, measured {entry['when']})", "",
                   f"Machine: {m['cpus']} CPUs, {m['memory_gib']} GiB, CUDA {m['cuda']}, torch {m['torch']}, "
@@ -269,13 +288,7 @@ def render(results: dict[str, Any], earlier: str = "") -> str:
             lines += [f"| **total** | **{r['cold_total']:.1f}** | **{r['warm_total']:.1f}** |", "",
                       f"Warm / cold: {100 * r['warm_over_cold']:.1f}% (bar: under 5%). "
                       f"Peak resident memory of a child process: {r['peak_rss_mib']:.0f} MiB.", ""]
-            again = results.get("warm", {})
-            if "warm_total" in again.get("result", {}):
-                w = again["result"]
-                lines += [f"Warm run measured again ({again['when']}, `--sections warm`, {load_line(again)}): "
-                          + ", ".join(f"{k} {v:.1f} s" for k, v in w["warm_seconds"].items())
-                          + f"; total **{w['warm_total']:.1f} s = {100 * w['warm_total'] / r['cold_total']:.1f}%** "
-                          "of the cold run above.", ""]
+            lines += warm_again(results, "warm", r["cold_total"])
         elif name == "zoo":
             grid = set(full_grid("transform")) | {"roots"}
             grid_s = sum(v for k, v in r["per_transform_seconds"].items() if k in grid)
@@ -323,6 +336,7 @@ def render(results: dict[str, Any], earlier: str = "") -> str:
             lines += [f"| {k} | {r['cold_seconds'][k]:.1f} | {r['warm_seconds'][k]:.1f} |" for k in r["cold_seconds"]]
             lines += [f"| **total** | **{r['cold_total']:.1f}** | **{r['warm_total']:.1f}** |", "",
                       "Bars: the zoo stage under 60 min cold on 2 cores; the warm rerun under 2 min.", ""]
+            lines += warm_again(results, "llm_warm", r["cold_total"])
         elif name == "scaling":
             lines += [f"Adding method `{r['extra_method']}` to the built grid took {r['seconds']:.1f} s and built "
                       f"{r['builds_for_extra_method']} artefacts ({r['artefacts_before']} -> {r['artefacts_after']}):"

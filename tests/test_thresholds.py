@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 
-from fpbench.thresholds import conformal_from_scores, empirical_p_value, from_scores
+from fpbench.thresholds import conformal_from_scores, empirical_p_value, from_records, from_scores
 
 
 def test_decision_at_the_threshold_is_the_decision_of_the_p_value() -> None:
@@ -39,3 +40,13 @@ def test_a_new_negative_is_accepted_at_most_at_the_target_rate() -> None:
 def test_too_few_negatives_can_declare_nothing() -> None:
     t = conformal_from_scores([0.1, 0.2, 0.3], 0.01)
     assert t is not None and t.value == math.inf and not t.supported
+
+
+def test_a_threshold_counts_the_root_pairs_its_negatives_come_from() -> None:
+    """A calibration root's children are not independent negatives: the threshold says how many owner/suspect
+    root pairs its negatives span, beside how many negatives there are (NaN scores count for neither)."""
+    rows = pd.DataFrame({"owner": ["a", "a", "a", "b", "b"],
+                         "suspect": ["c1", "c1/prune10", "c1/quant8", "c1", "c2/finetune"],
+                         "score": [0.1, 0.2, 0.15, 0.05, float("nan")], "status": "ok"})
+    t = from_records(rows, 0.01)
+    assert t is not None and t.negatives == 4 and t.root_pairs == 2

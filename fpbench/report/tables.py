@@ -185,6 +185,7 @@ def _pooled(ok: pd.DataFrame, by: str, cal: dict[str, thresholds.Threshold], tar
             "AUC CI (owners)": _interval(auc_ci),
             "Cal. threshold": held_out.value if held_out else float("nan"),
             "Cal. negatives": held_out.negatives if held_out else 0,
+            "Cal. root pairs": held_out.root_pairs if held_out else 0,
             "Guaranteed FPR": M.quantile_rule_fpr(target_fpr, held_out.negatives) if held_out else float("nan"),
             "Sim": float(scores[finite].mean()) if finite.any() else float("nan"),
             "Count": int(g.groupby(["method", "transform"]).ngroups), "Pairs": int(len(g)),
