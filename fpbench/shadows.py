@@ -25,6 +25,7 @@ owner-derived ones), so a second owner of the same architecture reuses independe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ from torch import nn
 from fpbench.api import ConfigError, ModelSpec
 from fpbench.data import ImageSet
 from fpbench.models import build_module
-from fpbench.train import TrainConfig, train
+from fpbench.train import LossFn, TrainConfig, TrainingDiverged, cross_entropy_loss, train
 from fpbench.utils import module_digest, seed_everything, stable_hash
 from fpbench.zoo.store import ArtefactStore
 
@@ -129,6 +130,28 @@ def _train_config(spec: ModelSpec, steps: int, batch_size: int) -> TrainConfig:
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr)
 
 
+def _train_from_scratch(spec: ModelSpec, data: ImageSet, cfg: TrainConfig, seed: int, device: torch.device,
+                        desc: str, progress: bool, loss_fn: LossFn = cross_entropy_loss, retries: int = 2) -> nn.Module:
+    """A fresh seeded model of ``spec`` trained on ``data``; when training diverges (an unlucky seed of a
+    BatchNorm-free net at the zoo's learning rate does), retrained from the same seed at half the rate, as a
+    defender would, up to ``retries`` times. Deterministic, so the cached shadow is the same on every machine."""
+    lr = cfg.lr
+    for attempt in range(retries + 1):
+        seed_everything(seed)
+        model = build_module(spec)
+        try:
+            train(model, data, dataclasses.replace(cfg, lr=lr), seed=seed, device=device, loss_fn=loss_fn,
+                  desc=desc, progress=progress)
+            return model
+        except TrainingDiverged:
+            if attempt == retries:
+                raise TrainingDiverged(f"{desc}: training diverged at lr {cfg.lr} and at {retries} halvings of it; "
+                                       "lower the architecture's learning rate (zoo config archs.<arch>.train.lr)") from None
+            lr /= 2
+            log.warning("%s diverged; retrained from the same seed at lr %g", desc, lr)
+    raise AssertionError("unreachable")
+
+
 def _spec_key(spec: ModelSpec) -> dict[str, Any]:
     return {"arch": spec.arch, "classes": spec.num_classes, "input": spec.input, "data": spec.data_id,
             "wrappers": spec.wrappers}
@@ -138,11 +161,8 @@ def independent_shadow(spec: ModelSpec, data: ImageSet, *, steps: int, seed: int
                        batch_size: int = 128, cache_dir: Path | None = None, progress: bool = False) -> nn.Module:
     """``spec``'s architecture trained from scratch on ``data`` with its true labels (seeded init and order)."""
     def build() -> nn.Module:
-        seed_everything(seed)
-        model = build_module(spec)
-        train(model, data, _train_config(spec, steps, batch_size), seed=seed, device=device,
-              desc=f"independent shadow s{seed}", progress=progress)
-        return model
+        return _train_from_scratch(spec, data, _train_config(spec, steps, batch_size), seed, device,
+                                   f"independent shadow s{seed}", progress)
 
     key = {"kind": "independent", **_spec_key(spec), "n": len(data), "steps": steps, "bs": batch_size, "seed": seed}
     return _cached(cache_dir, key, spec, build, device)
@@ -160,11 +180,8 @@ def distilled_shadow(teacher: nn.Module, spec: ModelSpec, data: ImageSet, *, ste
         return F.kl_div(F.log_softmax(model(x) / temperature, dim=1), target, reduction="batchmean")
 
     def build() -> nn.Module:
-        seed_everything(seed)
-        model = build_module(spec)
-        train(model, data, _train_config(spec, steps, batch_size), seed=seed, device=device, loss_fn=kd_loss,
-              desc=f"distilled shadow s{seed}", progress=progress)
-        return model
+        return _train_from_scratch(spec, data, _train_config(spec, steps, batch_size), seed, device,
+                                   f"distilled shadow s{seed}", progress, loss_fn=kd_loss)
 
     key = {"kind": "distilled", "teacher": module_digest(teacher), **_spec_key(spec), "n": len(data),
            "steps": steps, "bs": batch_size, "seed": seed, "T": temperature}

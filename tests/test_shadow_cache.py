@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from fpbench.shadows import independent_shadow, module_digest
@@ -25,3 +26,32 @@ def test_shadow_cache_reuses_intact_and_retrains_damaged_shadows(ci_zoo, tmp_pat
     b = independent_shadow(spec, data, seed=7, **kw)
     assert module_digest(b) == module_digest(a)  # retrained (seeded) rather than loaded damaged
     assert files[0].read_bytes() != bytes(raw)
+
+
+def test_a_diverging_shadow_is_retrained_from_its_seed_at_half_the_rate(ci_zoo, monkeypatch) -> None:
+    import fpbench.shadows as shadows
+    from fpbench.train import TrainingDiverged
+
+    spec = ci_zoo.roots()[0].spec
+    data = ci_zoo.data.split("train_a")
+    real_train, rates = shadows.train, []
+
+    def diverge_once(model, data, cfg, **kw):  # noqa: ANN001, ANN003
+        rates.append(cfg.lr)
+        if len(rates) == 1:
+            raise TrainingDiverged("independent shadow: training diverged (loss nan)")
+        return real_train(model, data, cfg, **kw)
+
+    monkeypatch.setattr(shadows, "train", diverge_once)
+    kw = {"steps": 3, "seed": 7, "device": torch.device("cpu")}
+    retried = independent_shadow(spec, data, **kw)
+    assert rates[1] == rates[0] / 2  # the second try at half the rate, the first one discarded
+    monkeypatch.setattr(shadows, "train", real_train)
+    assert module_digest(retried) != module_digest(independent_shadow(spec, data, **kw))  # a real retrain, not a copy
+
+    def always_diverge(model, data, cfg, **kw):  # noqa: ANN001, ANN003
+        raise TrainingDiverged("independent shadow: training diverged (loss nan)")
+
+    monkeypatch.setattr(shadows, "train", always_diverge)
+    with pytest.raises(TrainingDiverged, match="archs.<arch>.train.lr"):
+        independent_shadow(spec, data, **kw)
