@@ -132,6 +132,33 @@ def quantile_rule_fpr(target_fpr: float, n: int) -> float:
     return (math.floor(target_fpr * n + 1e-9) + 1) / (n + 1) if n > 0 else float("nan")
 
 
+def effective_sample_size(scores: np.ndarray | list[float], clusters: np.ndarray | list[str] | pd.Series) -> float:
+    """Kish's effective number of independent draws in clustered scores: ``n / (1 + (m - 1) * ICC)``, with the
+    intra-cluster correlation from the one-way ANOVA estimator (clipped to [0, 1]) and ``m = sum(m_i^2) / n``, the
+    size-weighted mean cluster size. Near n when clusters explain nothing, near the number of clusters when members
+    score alike (a calibration root's children against one owner). Written here: scipy/statsmodels offer ICC only
+    for rater designs. NaN when there are no finite scores."""
+    s = np.asarray(scores, dtype=float)
+    c = np.asarray(clusters).astype(str)
+    keep = np.isfinite(s)
+    s, c = s[keep], c[keep]
+    n = s.size
+    if n == 0:
+        return float("nan")
+    groups = pd.Series(s).groupby(c)
+    k, sizes = groups.ngroups, groups.size().to_numpy(dtype=float)
+    if k <= 1 or k == n:
+        return float(k if k <= 1 else n)
+    means = groups.mean().to_numpy()
+    msb = float((sizes * (means - s.mean()) ** 2).sum() / (k - 1))
+    msw = float(((s - groups.transform("mean").to_numpy()) ** 2).sum() / (n - k))
+    m0 = (n - (sizes ** 2).sum() / n) / (k - 1)  # the ANOVA estimator's adjusted cluster size
+    denom = msb + (m0 - 1) * msw
+    icc = 1.0 if denom <= 0 else float(np.clip((msb - msw) / denom, 0.0, 1.0))
+    m = float((sizes ** 2).sum() / n)
+    return float(n / (1 + (m - 1) * icc))
+
+
 def _resample(rng: np.random.Generator, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = rng.integers(0, labels.size, labels.size)
     return labels[idx], scores[idx]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fpbench.metrics import calibrate_threshold
+from fpbench.metrics import calibrate_threshold, effective_sample_size
 from fpbench.records import cell_path, read_cell
 
 CALIBRATION = "_calibration"  # the cell name under which a method's calibration records are stored
@@ -32,34 +32,50 @@ class Threshold:
     # distinct (owner root, suspect root) pairs the negatives come from: a root's children score almost alike
     # against one owner, so this, not ``negatives``, bounds how finely the threshold can resolve an FPR (0: unknown)
     root_pairs: int = 0
+    # Kish's effective number of independent negatives over those root-pair clusters (NaN: clusters unknown)
+    effective_negatives: float = float("nan")
+
+    @property
+    def independent_negatives(self) -> float:
+        """The negatives as independent draws: the effective count where the clusters are known, else all."""
+        return self.effective_negatives if math.isfinite(self.effective_negatives) else float(self.negatives)
 
     @property
     def supported(self) -> bool:
-        """Whether the calibration set is large enough for the FPR it claims (n >= 1/FPR)."""
-        return self.negatives >= math.ceil(1.0 / self.target_fpr - 1e-9)
+        """Whether the calibration set is large enough for the FPR it claims (n >= 1/FPR, n counted as
+        independent draws: 204 negatives from 20 root pairs whose children score alike are ~20 draws, not 204)."""
+        return self.independent_negatives >= math.ceil(1.0 / self.target_fpr - 1e-9)
 
     def describe(self) -> str:
+        eff = (f" (~{self.effective_negatives:.0f} independent over {self.root_pairs} root pairs)"
+               if math.isfinite(self.effective_negatives) else "")
         warn = "" if self.supported else (f"; too few to support FPR {self.target_fpr:g} "
                                           f"(needs >= {math.ceil(1 / self.target_fpr)})")
-        return f"calibrated at FPR {self.target_fpr:g} on {self.negatives} negative pairs{warn}" + (
+        return f"calibrated at FPR {self.target_fpr:g} on {self.negatives} negative pairs{eff}{warn}" + (
             f": {self.source}" if self.source else "")
 
 
 def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, source: str = "",
-                root_pairs: int = 0) -> Threshold | None:
+                root_pairs: int = 0, effective_negatives: float = float("nan")) -> Threshold | None:
     """The threshold of these negatives' finite scores, or None when there are none."""
     scores = np.asarray([s for s in negative_scores if math.isfinite(s)], dtype=float)
     if scores.size == 0:
         return None
-    return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source, root_pairs)
+    return Threshold(calibrate_threshold(scores, target_fpr), target_fpr, int(scores.size), source, root_pairs,
+                     effective_negatives)
+
+
+def root_pairs_of(rows: pd.DataFrame) -> pd.Series:
+    """Each row's (owner root, suspect root) pair as one label (a zoo model's id names its root first)."""
+    roots = lambda col: rows[col].astype(str).str.split("/").str[0]  # noqa: E731
+    return roots("owner") + " | " + roots("suspect")
 
 
 def root_pair_count(rows: pd.DataFrame) -> int:
-    """How many distinct (owner root, suspect root) pairs these rows cover (a zoo model's id names its root first)."""
+    """How many distinct (owner root, suspect root) pairs these rows cover."""
     if rows.empty or not {"owner", "suspect"} <= set(rows.columns):
         return 0
-    roots = lambda col: rows[col].astype(str).str.split("/").str[0]  # noqa: E731
-    return int(pd.DataFrame({"o": roots("owner"), "s": roots("suspect")}).drop_duplicates().shape[0])
+    return int(root_pairs_of(rows).nunique())
 
 
 def conformal_from_scores(null: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
@@ -82,7 +98,10 @@ def from_records(calibration: pd.DataFrame | None, target_fpr: float, source: st
         return None
     ok = calibration[calibration["status"] == "ok"]
     finite = ok[np.isfinite(ok["score"].to_numpy(dtype=float))]
-    return from_scores(finite["score"].to_numpy(dtype=float), target_fpr, source, root_pair_count(finite))
+    scores = finite["score"].to_numpy(dtype=float)
+    effective = (effective_sample_size(scores, root_pairs_of(finite)) if {"owner", "suspect"} <= set(finite.columns)
+                 else float("nan"))
+    return from_scores(scores, target_fpr, source, root_pair_count(finite), effective)
 
 
 def per_method(calibration: pd.DataFrame, target_fpr: float) -> dict[str, Threshold]:

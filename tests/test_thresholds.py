@@ -50,3 +50,28 @@ def test_a_threshold_counts_the_root_pairs_its_negatives_come_from() -> None:
                          "score": [0.1, 0.2, 0.15, 0.05, float("nan")], "status": "ok"})
     t = from_records(rows, 0.01)
     assert t is not None and t.negatives == 4 and t.root_pairs == 2
+
+
+def test_negatives_from_few_root_pairs_count_as_few_independent_draws() -> None:
+    """204 negatives from 20 root pairs whose children score alike (weightcos, cmf on tiny) are ~20 draws: such a
+    threshold does not support a 1% FPR; the same number of negatives drawn independently does."""
+    rng = np.random.default_rng(0)
+    pair_level = np.repeat(rng.normal(size=20), 10)
+    alike = pd.DataFrame({"owner": np.repeat([f"o{i}" for i in range(20)], 10),
+                          "suspect": [f"c{i}/child{j}" for i in range(20) for j in range(10)],
+                          "score": pair_level + 0.01 * rng.normal(size=200), "status": "ok"})
+    t = from_records(alike, 0.01)
+    assert t is not None and t.negatives == 200 and t.root_pairs == 20
+    assert 19 <= t.effective_negatives <= 22 and not t.supported
+    assert "~2" in t.describe() and "too few" in t.describe()
+    independent = alike.assign(score=rng.normal(size=200))
+    u = from_records(independent, 0.01)
+    assert u is not None and u.effective_negatives > 150 and u.supported
+
+
+def test_effective_sample_size_is_the_count_for_singletons_and_the_clusters_for_copies() -> None:
+    from fpbench.metrics import effective_sample_size
+
+    assert effective_sample_size([0.1, 0.5, 0.3], ["a", "b", "c"]) == 3
+    assert math.isclose(effective_sample_size([1.0, 1.0, 2.0, 2.0, 3.0, 3.0], list("aabbcc")), 3.0)
+    assert math.isnan(effective_sample_size([float("nan")], ["a"]))

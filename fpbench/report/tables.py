@@ -186,7 +186,10 @@ def _pooled(ok: pd.DataFrame, by: str, cal: dict[str, thresholds.Threshold], tar
             "Cal. threshold": held_out.value if held_out else float("nan"),
             "Cal. negatives": held_out.negatives if held_out else 0,
             "Cal. root pairs": held_out.root_pairs if held_out else 0,
-            "Guaranteed FPR": M.quantile_rule_fpr(target_fpr, held_out.negatives) if held_out else float("nan"),
+            "Cal. effective negatives": held_out.independent_negatives if held_out else float("nan"),
+            "Supports target FPR": ("yes" if held_out.supported else "no") if held_out else "",
+            "Guaranteed FPR": (M.quantile_rule_fpr(target_fpr, int(held_out.independent_negatives))
+                               if held_out else float("nan")),
             "Sim": float(scores[finite].mean()) if finite.any() else float("nan"),
             "Count": int(g.groupby(["method", "transform"]).ngroups), "Pairs": int(len(g)),
             "Fixed-t Acc": float((fixed_dec == truth).mean()),
