@@ -65,17 +65,13 @@ def from_scores(negative_scores: np.ndarray | list[float], target_fpr: float, so
                      effective_negatives)
 
 
-def root_pairs_of(rows: pd.DataFrame) -> pd.Series:
-    """Each row's (owner root, suspect root) pair as one label (a zoo model's id names its root first)."""
+def root_pairs_of(rows: pd.DataFrame) -> pd.Series | None:
+    """Each row's (owner root, suspect root) pair as one label (a zoo model's id names its root first); None when
+    the rows do not name owners and suspects."""
+    if rows.empty or not {"owner", "suspect"} <= set(rows.columns):
+        return None
     roots = lambda col: rows[col].astype(str).str.split("/").str[0]  # noqa: E731
     return roots("owner") + " | " + roots("suspect")
-
-
-def root_pair_count(rows: pd.DataFrame) -> int:
-    """How many distinct (owner root, suspect root) pairs these rows cover."""
-    if rows.empty or not {"owner", "suspect"} <= set(rows.columns):
-        return 0
-    return int(root_pairs_of(rows).nunique())
 
 
 def conformal_from_scores(null: np.ndarray | list[float], target_fpr: float, source: str = "") -> Threshold | None:
@@ -98,10 +94,10 @@ def from_records(calibration: pd.DataFrame | None, target_fpr: float, source: st
         return None
     ok = calibration[calibration["status"] == "ok"]
     finite = ok[np.isfinite(ok["score"].to_numpy(dtype=float))]
-    scores = finite["score"].to_numpy(dtype=float)
-    effective = (effective_sample_size(scores, root_pairs_of(finite)) if {"owner", "suspect"} <= set(finite.columns)
-                 else float("nan"))
-    return from_scores(scores, target_fpr, source, root_pair_count(finite), effective)
+    scores, clusters = finite["score"].to_numpy(dtype=float), root_pairs_of(finite)
+    if clusters is None:
+        return from_scores(scores, target_fpr, source)
+    return from_scores(scores, target_fpr, source, int(clusters.nunique()), effective_sample_size(scores, clusters))
 
 
 def per_method(calibration: pd.DataFrame, target_fpr: float) -> dict[str, Threshold]:
